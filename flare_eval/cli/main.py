@@ -1,0 +1,73 @@
+"""Entry point of ``flare-eval``: builds the parser from the verb modules and maps errors to exit codes.
+
+Each verb lives in its own module ``flare_eval.cli.<verb>`` exposing ``register(subparsers)``;
+the module sets ``handler`` on its parser, a function ``(args) -> int`` (an exit code).
+Verb modules import their heavy dependencies inside the handler so ``--help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+import traceback
+from collections.abc import Sequence
+
+from flare_eval import __version__
+from flare_eval.errors import EXIT_BUG, FlareEvalError
+
+__all__ = ["VERBS", "build_parser", "main"]
+
+#: Verb modules, in the order ``--help`` lists them.
+VERBS: tuple[str, ...] = ("score", "phantoms")
+
+_EPILOG = """\
+exit codes: 0 done; 1 a bug in flare-eval (traceback shown); 2 wrong arguments;
+3 bad input stopped the run; 4 finished, but some cases failed (see the outputs).
+Run 'flare-eval VERB -h' for the options of each verb."""
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Shows defaults and keeps the hand-made line breaks of descriptions."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The full ``flare-eval`` parser with every verb registered."""
+    parser = argparse.ArgumentParser(
+        prog="flare-eval",
+        description="Score, time and rank submissions to FLARE-style abdominal CT segmentation "
+        "challenges (FLARE 2023 rules by default).",
+        epilog=_EPILOG,
+        formatter_class=HelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"flare-eval {__version__}")
+    subparsers = parser.add_subparsers(dest="verb", metavar="VERB", required=True)
+    for verb in VERBS:
+        importlib.import_module(f"flare_eval.cli.{verb}").register(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``flare-eval``; returns the exit code (also the process's, through the script)."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.handler(args))
+    except FlareEvalError as err:
+        print(f"flare-eval {args.verb}: error: {err.message}", file=sys.stderr)
+        if err.hint:
+            print(f"  hint: {err.hint}", file=sys.stderr)
+        return err.exit_code
+    except KeyboardInterrupt:
+        print(f"flare-eval {args.verb}: interrupted; run the same command again to resume",
+              file=sys.stderr)
+        return 130
+    except Exception:  # a bug: show everything
+        traceback.print_exc()
+        print(f"flare-eval {args.verb}: internal error (a bug, please report it with the "
+              "traceback above)", file=sys.stderr)
+        return EXIT_BUG
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

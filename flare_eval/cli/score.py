@@ -1,0 +1,107 @@
+"""``flare-eval score``: score a folder of predictions against the references, FLARE23 rules."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from flare_eval.errors import EXIT_OK, EXIT_PARTIAL
+
+__all__ = ["register"]
+
+DESCRIPTION = """\
+Score every reference case: per-class DSC and NSD exactly as the official FLARE23 scorer
+(plus HD95), lesion instance metrics, and the official tables.
+
+Files are paired by name: GT/<id>.nii.gz with PRED/<id>.nii.gz. A missing or unreadable
+prediction is a failed case (0 for every class present in the reference), listed in a
+warning and in OUT/cases.csv, unless --strict. Writes into OUT:
+  scores.txt            official summary, official key order
+  per_case.csv          official columns: Name, 14 x <class>_DSC, 14 x <class>_NSD
+  metrics_long.csv      tidy: case, name, label, class, metric (dsc|nsd|hd95), value, status
+  cases.csv             case status (ok | missing_prediction | bad_prediction | bad_reference)
+  lesions_per_case.csv  lesion counts, precision, recall, F1, PQ, volumes per case
+  lesions.csv           one row per lesion instance
+  run.json              preset, options, versions, failures
+Re-running the same command resumes: finished cases are not scored again.
+
+example:
+  flare-eval phantoms --out demo --cases 4 --prediction-quality good
+  flare-eval score --pred demo/predictions --gt demo/labels --out demo/scores
+"""
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    from flare_eval.cli.main import HelpFormatter
+
+    p = subparsers.add_parser(
+        "score", help="score predictions against references (DSC, NSD, HD95, lesions)",
+        description=DESCRIPTION, formatter_class=HelpFormatter,
+    )
+    p.add_argument("--pred", required=True, type=Path, metavar="DIR", help="folder of predictions <id>.nii.gz")
+    p.add_argument("--gt", required=True, type=Path, metavar="DIR", help="folder of references <id>.nii.gz")
+    p.add_argument("--out", required=True, type=Path, metavar="DIR", help="output folder")
+    p.add_argument("--workers", type=int, default=1, help="scoring processes")
+    p.add_argument("--scheduler", metavar="ADDRESS", default=None,
+                   help="dask.distributed scheduler (tcp://HOST:PORT) to score on instead of local processes")
+    p.add_argument("--preset", default="flare23", help="scoring rules")
+    p.add_argument("--nsd-dsc-threshold", type=float, default=None, metavar="T",
+                   help="NSD is 0 when DSC < T (preset: 0.1, the FLARE23 rule; 0.2 from March 2024)")
+    p.add_argument("--single-slice", choices=("keep", "nan"), default=None,
+                   help="aorta/IVC/esophagus reference on one slice (the official code crashes): "
+                   "keep = score that slice, nan = report NaN (preset: keep)")
+    p.add_argument("--lesion-connectivity", type=int, choices=(6, 18, 26), default=26,
+                   help="voxel connectivity of lesion instances")
+    p.add_argument("--lesion-iou", type=float, default=0.5, metavar="T",
+                   help="a predicted lesion matches a reference lesion when IoU > T")
+    p.add_argument("--lesion-match", choices=("iou", "overlap"), default="iou",
+                   help="match by IoU, or count any overlap as a detection")
+    p.add_argument("--strict", action="store_true",
+                   help="stop at the first missing or unreadable file instead of scoring it as failed")
+    p.add_argument("--overwrite", action="store_true",
+                   help="discard scores already in OUT instead of resuming")
+    p.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from flare_eval.cli.progress import scheduler_executor
+    from flare_eval.presets import get_preset
+    from flare_eval.scoring.batch import ScoreOptions, clear_cache, score_folders
+    from flare_eval.scoring.case import LesionOptions
+
+    console = Console(stderr=True)
+    preset = get_preset(args.preset).with_overrides(
+        nsd_dsc_threshold=args.nsd_dsc_threshold, single_slice_z_crop=args.single_slice
+    )
+    options = ScoreOptions(
+        preset=preset,
+        lesions=LesionOptions(args.lesion_connectivity, args.lesion_iou, args.lesion_match),
+        strict=args.strict,
+    )
+    if args.overwrite:
+        clear_cache(args.out)
+    columns = (TextColumn("scoring"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+               TextColumn("{task.description}"))
+    with scheduler_executor(args.scheduler) as executor, Progress(*columns, console=console) as bar:
+        task = bar.add_task("", total=None)
+
+        def progress(done: int, total: int, record) -> None:
+            bar.update(task, completed=done, total=total, description=record.case)
+
+        result = score_folders(
+            args.pred, args.gt, args.out, options=options, workers=args.workers,
+            executor=executor, progress=progress,
+        )
+    for record in result.failed:
+        console.print(f"[yellow]warning[/]: {record.case}: {record.status}: {record.message}")
+    s = result.summary
+    console.print(
+        f"{len(result.records)} cases ({result.reused} reused from an earlier run), "
+        f"{len(result.failed)} failed. Organ DSC {s['Organ_DSC']:.4f}, Organ NSD "
+        f"{s['Organ_NSD']:.4f}, Lesion DSC {s.get('Lesion_DSC', float('nan')):.4f}, "
+        f"Lesion NSD {s.get('Lesion_NSD', float('nan')):.4f}; tables in {args.out}"
+    )
+    return EXIT_PARTIAL if result.failed else EXIT_OK

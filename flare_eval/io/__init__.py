@@ -1,0 +1,26 @@
+"""Reading and writing volumes and tables: NIfTI via nibabel + ISA-L, atomic table writes."""
+
+from __future__ import annotations
+
+from flare_eval.io.nifti import (
+    ImageVolume,
+    LabelVolume,
+    LabelWarning,
+    read_image,
+    read_label,
+    write_image,
+    write_label,
+)
+from flare_eval.io.tables import atomic_write_text, write_table
+
+__all__ = [
+    "ImageVolume",
+    "LabelVolume",
+    "LabelWarning",
+    "read_image",
+    "read_label",
+    "write_image",
+    "write_label",
+    "atomic_write_text",
+    "write_table",
+]

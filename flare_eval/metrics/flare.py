@@ -1,0 +1,244 @@
+"""The per-case FLARE23 rule set: DSC, NSD and HD95 of every class of one case.
+
+The rules (``../shared/SPEC-flare23.md`` section 3), applied per class ``i`` in this order:
+
+1. Emptiness is judged on the whole volume: both empty gives DSC = NSD = 1
+   (``preset.both_empty_value``), exactly one empty gives 0 (``preset.one_empty_value``).
+2. For the z-cropped classes (aorta, IVC, esophagus) both masks are cut to the reference's
+   extent along axis 2 as the half-open slice ``[zmin, zmax)``: the topmost reference slice is
+   dropped, as in the official code.  A reference on a single slice makes that slice empty and
+   the official code crash; flare-eval applies ``preset.single_slice_z_crop``: ``"keep"``
+   (default) scores the single slice ``[zmin, zmin + 1)``, ``"nan"`` reports NaN.
+3. ``DSC = 2|G ∩ P| / (|G| + |P|)``.
+4. ``NSD = 0`` if ``DSC < preset.nsd_dsc_threshold`` (strict), else DeepMind's surface Dice at
+   the class tolerance.
+5. Every value is rounded with ``np.round(np.float64(x), preset.decimals)`` (half to even on the
+   binary value, as the official scorer; Python's ``round`` differs at ties).
+
+HD95 (an extra, not official) is reported for every class where both masks are non-empty after
+the crop; it is NaN when both are empty and ``inf`` when exactly one is.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import NDArray
+from scipy import ndimage
+
+from flare_eval.errors import InputError
+from flare_eval.metrics.overlap import dice_from_counts
+from flare_eval.metrics.surface import (
+    robust_hausdorff,
+    surface_dice,
+    surface_distances_of_view,
+)
+from flare_eval.presets import FLARE23, Preset
+from flare_eval.typing import LabelArray, Spacing
+
+__all__ = ["ClassScore", "score_case", "flare_round"]
+
+
+@dataclass(frozen=True)
+class ClassScore:
+    """Scores of one class of one case.
+
+    Attributes
+    ----------
+    label
+        Class label.
+    dsc, nsd
+        Rounded per the preset (``preset.decimals``).
+    hd95_mm
+        Robust Hausdorff distance (95th percentile), rounded likewise; NaN (both empty) or inf
+        (one empty).
+    reference_voxels, prediction_voxels
+        Voxel counts in the whole volume (before any z-crop).
+    rule
+        Which branch applied: ``both_empty``, ``reference_empty``, ``prediction_empty``,
+        ``below_threshold`` (NSD skipped), ``scored``, ``single_slice_kept``,
+        ``single_slice_nan``.
+    """
+
+    label: int
+    dsc: float
+    nsd: float
+    hd95_mm: float
+    reference_voxels: int
+    prediction_voxels: int
+    rule: str
+
+
+def flare_round(value: float, decimals: int = 4) -> float:
+    """Round as the official scorer: ``np.round(np.float64(value), decimals)``.
+
+    Examples
+    --------
+    >>> flare_round(0.95325)  # the binary value lies below the tie
+    0.9532
+    """
+    return float(np.round(np.float64(value), decimals))
+
+
+def _union(a: tuple[slice, ...] | None, b: tuple[slice, ...] | None) -> tuple[slice, ...]:
+    if a is None:
+        return b  # type: ignore[return-value]
+    if b is None:
+        return a
+    return tuple(slice(min(x.start, y.start), max(x.stop, y.stop)) for x, y in zip(a, b))
+
+
+def _foreground_box(*volumes: NDArray[np.uint8]) -> tuple[slice, ...] | None:
+    """Bounding box of the non-zero voxels of all volumes (C-ordered), from max-projections."""
+    box: tuple[slice, ...] | None = None
+    for vol in volumes:
+        outer = np.flatnonzero(vol.reshape(vol.shape[0], -1).max(axis=1))
+        if outer.size == 0:
+            continue
+        plane = vol[outer[0] : outer[-1] + 1].max(axis=0)
+        rows = np.flatnonzero(plane.max(axis=1))
+        cols = np.flatnonzero(plane.max(axis=0))
+        this = (
+            slice(int(outer[0]), int(outer[-1]) + 1),
+            slice(int(rows[0]), int(rows[-1]) + 1),
+            slice(int(cols[0]), int(cols[-1]) + 1),
+        )
+        box = _union(box, this)
+    return box
+
+
+def _class_score(
+    label: int,
+    ref: NDArray[np.uint8],
+    pred: NDArray[np.uint8],
+    ref_box: tuple[slice, ...] | None,
+    pred_box: tuple[slice, ...] | None,
+    *,
+    z_axis: int,
+    spacing_mm: Spacing,
+    reversed_axes: bool,
+    preset: Preset,
+) -> ClassScore:
+    info = preset.class_info(label)
+    rnd = preset.decimals
+    if ref_box is None or pred_box is None:
+        n_ref = 0 if ref_box is None else int(np.count_nonzero(ref[ref_box] == label))
+        n_pred = 0 if pred_box is None else int(np.count_nonzero(pred[pred_box] == label))
+        if ref_box is None and pred_box is None:
+            v = preset.both_empty_value
+            return ClassScore(label, v, v, float("nan"), 0, 0, "both_empty")
+        v = preset.one_empty_value
+        rule = "reference_empty" if ref_box is None else "prediction_empty"
+        return ClassScore(label, v, v, float("inf"), n_ref, n_pred, rule)
+    box = list(_union(ref_box, pred_box))
+    n_ref = int(np.count_nonzero(ref[ref_box] == label))
+    n_pred = int(np.count_nonzero(pred[pred_box] == label))
+    rule = "scored"
+    if label in preset.z_crop_labels:
+        zmin, zlast = ref_box[z_axis].start, ref_box[z_axis].stop - 1
+        if zlast == zmin:
+            if preset.single_slice_z_crop == "nan":
+                nan = float("nan")
+                return ClassScore(label, nan, nan, nan, n_ref, n_pred, "single_slice_nan")
+            box[z_axis] = slice(zmin, zmin + 1)
+            rule = "single_slice_kept"
+        else:
+            box[z_axis] = slice(zmin, zlast)  # the official half-open [zmin, zmax)
+    g = ref[tuple(box)] == label
+    p = pred[tuple(box)] == label
+    inter = int(np.count_nonzero(g & p))
+    size_g, size_p = int(np.count_nonzero(g)), int(np.count_nonzero(p))
+    dsc = dice_from_counts(inter, size_g, size_p)
+    if size_p == 0:  # the z-crop removed the whole prediction
+        return ClassScore(label, flare_round(dsc, rnd), 0.0, float("inf"), n_ref, n_pred, rule)
+    distances = surface_distances_of_view(g, p, spacing_mm=spacing_mm, reversed_axes=reversed_axes)
+    if dsc < preset.nsd_dsc_threshold:
+        nsd, rule = 0.0, "below_threshold"
+    else:
+        nsd = surface_dice(distances, tolerance_mm=info.tolerance_mm)
+    hd95 = robust_hausdorff(distances, percent=95.0)
+    return ClassScore(
+        label, flare_round(dsc, rnd), flare_round(nsd, rnd), flare_round(hd95, rnd), n_ref, n_pred, rule
+    )
+
+
+def score_case(
+    reference: LabelArray,
+    prediction: LabelArray,
+    *,
+    spacing_mm: Spacing,
+    preset: Preset = FLARE23,
+) -> list[ClassScore]:
+    """Score every class of one case under the preset's rules.
+
+    Parameters
+    ----------
+    reference, prediction
+        uint8 label volumes of shape (X, Y, Z) in stored voxel order (nibabel's Fortran-ordered
+        arrays are used through their free C-ordered transposed view).  Values outside the
+        preset's labels are ignored, as by the official scorer.
+    spacing_mm
+        The reference's voxel size (the official scorer never reads the prediction's header).
+    preset
+        The rules; :data:`flare_eval.presets.FLARE23` by default.
+
+    Returns
+    -------
+    list of ClassScore
+        One per class, in the preset's column order.
+
+    Raises
+    ------
+    InputError
+        When the shapes differ or the volumes are not 3D.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> g = np.zeros((8, 8, 8), np.uint8); g[2:6, 2:6, 2:6] = 1
+    >>> s = score_case(g, g, spacing_mm=(1.0, 1.0, 1.0))
+    >>> (s[0].dsc, s[0].nsd, s[1].dsc, s[1].rule)
+    (1.0, 1.0, 1.0, 'both_empty')
+    """
+    if reference.shape != prediction.shape:
+        raise InputError(
+            f"shape mismatch: reference {reference.shape}, prediction {prediction.shape}",
+            hint="the prediction must be on the reference's voxel grid",
+        )
+    if reference.ndim != 3:
+        raise InputError(f"expected 3D label volumes, got shape {reference.shape}")
+    ref = np.asarray(reference)
+    pred = np.asarray(prediction)
+    reversed_axes = ref.flags.f_contiguous and not ref.flags.c_contiguous
+    if reversed_axes:
+        ref, pred = ref.T, pred.T
+    ref = np.ascontiguousarray(ref, dtype=np.uint8)
+    pred = np.ascontiguousarray(pred, dtype=np.uint8)
+    z_axis = 0 if reversed_axes else 2
+    box = _foreground_box(ref, pred)
+    max_label = preset.max_label
+    if box is None:
+        ref_boxes: list = [None] * max_label
+        pred_boxes: list = [None] * max_label
+    else:
+        # find_objects gives every label's bounding box in one pass over the foreground crop
+        ref_c = np.ascontiguousarray(ref[box])
+        pred_c = np.ascontiguousarray(pred[box])
+        ref, pred = ref_c, pred_c
+        ref_boxes = ndimage.find_objects(ref_c, max_label=max_label)
+        pred_boxes = ndimage.find_objects(pred_c, max_label=max_label)
+    return [
+        _class_score(
+            label,
+            ref,
+            pred,
+            ref_boxes[label - 1],
+            pred_boxes[label - 1],
+            z_axis=z_axis,
+            spacing_mm=tuple(float(s) for s in spacing_mm),  # type: ignore[arg-type]
+            reversed_axes=reversed_axes,
+            preset=preset,
+        )
+        for label in preset.labels
+    ]

@@ -1,0 +1,307 @@
+"""Surface distances, normalised surface Dice (NSD) and the robust Hausdorff distance.
+
+This is DeepMind's definition (``surface-distance``), the one the official FLARE23 scorer copies:
+the surface is made of surface elements (surfels) found on the grid of 2x2x2 neighbourhoods,
+each weighted by its area from DeepMind's neighbour-code table under the voxel spacing; a
+surfel's distance is the Euclidean distance (in mm) between its grid position and the nearest
+surfel position of the other surface.
+
+The geometry is computed once per pair of masks (:func:`compute_surface_distances`, a frozen
+:class:`SurfaceDistances`); NSD at any tolerance, HD95 and the average surface distance are cheap
+reductions of it.
+
+How it is fast and still exact: the masks are cropped to the union bounding box; neighbour codes
+come from eight shifted views of the C-ordered crop (bit operations, no convolution); instead of a
+full distance transform, surfels are matched to the other surface's surfels with a k-d tree, and
+every distance is then recomputed from the integer index difference exactly as scipy's distance
+transform does (``sqrt(sum((d_i * s_i)**2))`` in float64), so values are the oracle's to the bit
+wherever the nearest surfel is unique.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import NDArray
+from scipy.spatial import cKDTree
+
+from flare_eval.errors import InputError
+from flare_eval.typing import BoolArray, Spacing
+
+__all__ = [
+    "SurfaceDistances",
+    "compute_surface_distances",
+    "surface_distances_of_view",
+    "surface_dice",
+    "robust_hausdorff",
+    "average_surface_distance",
+    "surfel_area_table",
+]
+
+
+@dataclass(frozen=True)
+class SurfaceDistances:
+    """Distances between the surfels of two surfaces, with the surfel areas.
+
+    Attributes
+    ----------
+    distances_ref_to_pred_mm, surfel_areas_ref_mm2
+        For every reference surfel: distance to the nearest prediction surfel (``inf`` when the
+        prediction has none) and its area.
+    distances_pred_to_ref_mm, surfel_areas_pred_mm2
+        The same from the prediction's side.
+    """
+
+    distances_ref_to_pred_mm: NDArray[np.float64]
+    surfel_areas_ref_mm2: NDArray[np.float64]
+    distances_pred_to_ref_mm: NDArray[np.float64]
+    surfel_areas_pred_mm2: NDArray[np.float64]
+
+
+@functools.lru_cache(maxsize=64)
+def surfel_area_table(spacing_mm: Spacing) -> NDArray[np.float64]:
+    """Surfel area (mm^2) of each of the 256 2x2x2 neighbour codes under ``spacing_mm``.
+
+    The table of surfel normals per code is DeepMind's (shipped by the ``surface-distance``
+    package, the same table the official scorer copies); only the scaling by spacing is
+    applied here.
+    """
+    from surface_distance import lookup_tables
+
+    table = lookup_tables.create_table_neighbour_code_to_surface_area(
+        tuple(float(s) for s in spacing_mm)
+    )
+    table = np.asarray(table, dtype=np.float64)
+    table.setflags(write=False)
+    return table
+
+
+def _check_pair(reference: BoolArray, prediction: BoolArray, spacing_mm: Spacing) -> None:
+    if reference.shape != prediction.shape:
+        raise InputError(
+            f"reference and prediction must have the same shape, got {reference.shape} and "
+            f"{prediction.shape}"
+        )
+    if reference.ndim != 3:
+        raise InputError(f"masks must be 3D, got {reference.ndim}D with shape {reference.shape}")
+    if len(spacing_mm) != 3 or not all(np.isfinite(s) and s > 0 for s in spacing_mm):
+        raise InputError(f"spacing_mm must be three positive numbers, got {spacing_mm}")
+
+
+def _bounding_box(mask: NDArray[np.bool_]) -> tuple[slice, ...] | None:
+    """Bounding box of the True voxels as slices, or None for an empty mask."""
+    boxes = []
+    for axis in range(mask.ndim):
+        other = tuple(a for a in range(mask.ndim) if a != axis)
+        hits = np.flatnonzero(mask.any(axis=other))
+        if hits.size == 0:
+            return None
+        boxes.append(slice(int(hits[0]), int(hits[-1]) + 1))
+    return tuple(boxes)
+
+
+def _neighbour_codes(padded: NDArray[np.uint8], reversed_axes: bool) -> NDArray[np.uint8]:
+    """The 2x2x2 neighbour code of every grid position of a zero-padded mask.
+
+    ``padded`` has one zero slab on each side; the result has one position less per axis.  The
+    bit of each neighbour follows DeepMind's kernel on the *stored* axis order (a, b, c):
+    ``128 >> (4a + 2b + c)``; ``reversed_axes`` says the array is the stored one transposed.
+    """
+    n0, n1, n2 = (s - 1 for s in padded.shape)
+    code = np.zeros((n0, n1, n2), dtype=np.uint8)
+    for o0 in (0, 1):
+        for o1 in (0, 1):
+            for o2 in (0, 1):
+                a, b, c = (o2, o1, o0) if reversed_axes else (o0, o1, o2)
+                shift = 7 - (4 * a + 2 * b + c)
+                code |= padded[o0 : o0 + n0, o1 : o1 + n1, o2 : o2 + n2] << np.uint8(shift)
+    return code
+
+
+def _surfels(
+    mask: NDArray[np.bool_], reversed_axes: bool, table: NDArray[np.float64]
+) -> tuple[NDArray[np.intp], NDArray[np.float64]]:
+    """Grid positions (n, 3) and areas of the surfels of a cropped mask."""
+    padded = np.zeros(tuple(s + 2 for s in mask.shape), dtype=np.uint8)
+    padded[1:-1, 1:-1, 1:-1] = mask
+    code = _neighbour_codes(padded, reversed_axes)
+    border = (code != 0) & (code != 255)
+    positions = np.argwhere(border)
+    return positions, table[code[border]]
+
+
+def _nearest_distances(
+    source: NDArray[np.intp], target: NDArray[np.intp], spacing_view: NDArray[np.float64],
+    stored_order: tuple[int, int, int],
+) -> NDArray[np.float64]:
+    """Distance in mm from each source position to the nearest target position (inf if none)."""
+    if target.shape[0] == 0:
+        return np.full(source.shape[0], np.inf)
+    if source.shape[0] == 0:
+        return np.zeros(0)
+    tree = cKDTree(target * spacing_view, balanced_tree=False, compact_nodes=False)
+    _, nearest = tree.query(source * spacing_view, k=1)
+    # Recompute from integer index differences, summing in stored axis order as scipy's
+    # distance_transform_edt does, so results do not depend on the tree's float rounding.
+    delta = (source - target[nearest]).astype(np.float64) * spacing_view
+    squared = delta * delta
+    total = squared[:, stored_order[0]] + squared[:, stored_order[1]]
+    total += squared[:, stored_order[2]]
+    return np.sqrt(total)
+
+
+def compute_surface_distances(
+    reference: BoolArray, prediction: BoolArray, *, spacing_mm: Spacing
+) -> SurfaceDistances:
+    """Surfel-to-surface distances of two binary masks, in both directions.
+
+    Parameters
+    ----------
+    reference, prediction
+        Binary masks of shape (X, Y, Z) (any memory order; nibabel's Fortran order is handled
+        without a copy).
+    spacing_mm
+        Voxel size along the three array axes, in mm.
+
+    Returns
+    -------
+    SurfaceDistances
+        Empty arrays for an empty mask's own surfels; ``inf`` distances towards an empty mask.
+
+    Raises
+    ------
+    InputError
+        Shapes differ, masks not 3D, spacing not three positive numbers.
+
+    Notes
+    -----
+    Equal (to float64 rounding of tied nearest neighbours) to
+    ``surface_distance.compute_surface_distances`` of DeepMind's package.
+
+    References
+    ----------
+    Nikolov et al., "Clinically applicable segmentation of head and neck anatomy for
+    radiotherapy", JMIR 2021 (surface Dice); github.com/google-deepmind/surface-distance.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> a = np.zeros((6, 6, 6), bool); a[1:5, 1:5, 1:5] = True
+    >>> sd = compute_surface_distances(a, a, spacing_mm=(1.0, 1.0, 1.0))
+    >>> float(sd.distances_ref_to_pred_mm.max())
+    0.0
+    """
+    spacing = tuple(float(s) for s in spacing_mm)
+    _check_pair(reference, prediction, spacing)  # type: ignore[arg-type]
+    reference = np.asarray(reference, dtype=bool)
+    prediction = np.asarray(prediction, dtype=bool)
+    reversed_axes = reference.flags.f_contiguous and not reference.flags.c_contiguous
+    if reversed_axes:
+        reference, prediction = reference.T, prediction.T
+    box = _bounding_box(reference | prediction)
+    if box is None:
+        empty = np.zeros(0)
+        return SurfaceDistances(empty, empty, empty, empty)
+    return surface_distances_of_view(
+        reference[box], prediction[box], spacing_mm=spacing, reversed_axes=reversed_axes  # type: ignore[arg-type]
+    )
+
+
+def surface_distances_of_view(
+    reference: NDArray[np.bool_],
+    prediction: NDArray[np.bool_],
+    *,
+    spacing_mm: Spacing,
+    reversed_axes: bool,
+) -> SurfaceDistances:
+    """:func:`compute_surface_distances` on masks already cropped, in stored or reversed axis order.
+
+    The FLARE case scorer crops each class itself and works on the C-ordered transposed view of
+    nibabel's arrays; this entry point skips the checks and the bounding box.
+
+    Parameters
+    ----------
+    reference, prediction
+        Binary masks holding every voxel of both objects (any crop of them).
+    spacing_mm
+        Voxel size in the *stored* axis order.
+    reversed_axes
+        True when the masks are the stored arrays transposed (axes reversed).
+    """
+    spacing_view = np.array(spacing_mm[::-1] if reversed_axes else spacing_mm, dtype=np.float64)
+    stored_order = (2, 1, 0) if reversed_axes else (0, 1, 2)
+    table = surfel_area_table(tuple(float(s) for s in spacing_mm))  # type: ignore[arg-type]
+    ref_pos, ref_area = _surfels(reference, reversed_axes, table)
+    pred_pos, pred_area = _surfels(prediction, reversed_axes, table)
+    return SurfaceDistances(
+        distances_ref_to_pred_mm=_nearest_distances(ref_pos, pred_pos, spacing_view, stored_order),
+        surfel_areas_ref_mm2=ref_area,
+        distances_pred_to_ref_mm=_nearest_distances(pred_pos, ref_pos, spacing_view, stored_order),
+        surfel_areas_pred_mm2=pred_area,
+    )
+
+
+def surface_dice(distances: SurfaceDistances, *, tolerance_mm: float) -> float:
+    """Normalised surface Dice (NSD) at a tolerance.
+
+    Parameters
+    ----------
+    distances
+        From :func:`compute_surface_distances`.
+    tolerance_mm
+        A surfel counts when its distance is ``<= tolerance_mm``.
+
+    Returns
+    -------
+    float
+        ``(A_ref(d <= tol) + A_pred(d <= tol)) / (A_ref + A_pred)``; NaN when both surfaces are
+        empty (the FLARE23 rules decide empty cases before this is called).
+    """
+    ref_ok = distances.surfel_areas_ref_mm2[distances.distances_ref_to_pred_mm <= tolerance_mm]
+    pred_ok = distances.surfel_areas_pred_mm2[distances.distances_pred_to_ref_mm <= tolerance_mm]
+    total = distances.surfel_areas_ref_mm2.sum() + distances.surfel_areas_pred_mm2.sum()
+    if total == 0:
+        return float("nan")
+    return float((ref_ok.sum() + pred_ok.sum()) / total)
+
+
+def _percentile_distance(
+    dist: NDArray[np.float64], area: NDArray[np.float64], percent: float
+) -> float:
+    if dist.size == 0:
+        return float("inf")
+    order = np.argsort(dist, kind="stable")
+    cumulative = np.cumsum(area[order]) / area.sum()
+    index = min(int(np.searchsorted(cumulative, percent / 100.0)), dist.size - 1)
+    return float(dist[order][index])
+
+
+def robust_hausdorff(distances: SurfaceDistances, *, percent: float = 95.0) -> float:
+    """Robust Hausdorff distance (HD95 by default), in mm, weighted by surfel area.
+
+    The larger of the two directed ``percent``-th percentiles of surfel distances, each taken on
+    the cumulative surfel area as DeepMind's ``compute_robust_hausdorff`` does.  ``inf`` when one
+    surface is empty.
+    """
+    return max(
+        _percentile_distance(
+            distances.distances_ref_to_pred_mm, distances.surfel_areas_ref_mm2, percent
+        ),
+        _percentile_distance(
+            distances.distances_pred_to_ref_mm, distances.surfel_areas_pred_mm2, percent
+        ),
+    )
+
+
+def average_surface_distance(distances: SurfaceDistances) -> tuple[float, float]:
+    """Area-weighted mean surfel distance (mm): (reference to prediction, prediction to reference)."""
+
+    def mean(dist: NDArray[np.float64], area: NDArray[np.float64]) -> float:
+        return float((dist * area).sum() / area.sum()) if area.sum() > 0 else float("nan")
+
+    return (
+        mean(distances.distances_ref_to_pred_mm, distances.surfel_areas_ref_mm2),
+        mean(distances.distances_pred_to_ref_mm, distances.surfel_areas_pred_mm2),
+    )

@@ -1,0 +1,235 @@
+"""Challenge presets: the label map, NSD tolerances and every rule of a scoring protocol, as data.
+
+A :class:`Preset` is a frozen dataclass. ``FLARE23`` reproduces the official FLARE 2023
+scorer as it ran during the challenge (2023-07 to 2024-03). Every item can be overridden with
+:meth:`Preset.with_overrides` (the CLI's ``--nsd-dsc-threshold 0.2`` gives the March-2024 rule)
+and every output records the preset it was made with.
+
+References
+----------
+Ma et al., "Unleashing the strengths of unlabelled data in deep learning-assisted pan-cancer
+abdominal organ quantification: the FLARE23 challenge", Lancet Digital Health / arXiv 2024;
+organizers' code: github.com/JunMa11/FLARE, folder FLARE23.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from flare_eval.errors import ConfigError
+
+__all__ = [
+    "ClassInfo",
+    "RankingMetric",
+    "Preset",
+    "FLARE23",
+    "FLARE23_CLASSES",
+    "PRESETS",
+    "get_preset",
+]
+
+
+@dataclass(frozen=True)
+class ClassInfo:
+    """One class of the label map.
+
+    Attributes
+    ----------
+    label
+        Voxel value in label files.
+    name
+        Column name used in the official tables (``Liver``, ``RK``...).
+    description
+        Plain-language name.
+    tolerance_mm
+        NSD tolerance in millimetres.
+    group
+        Organ group of the challenge paper's analysis (``large``, ``small``, ``tubular``) or
+        ``lesion``.
+    """
+
+    label: int
+    name: str
+    description: str
+    tolerance_mm: float
+    group: Literal["large", "small", "tubular", "lesion"]
+
+
+@dataclass(frozen=True)
+class RankingMetric:
+    """A per-case criterion of the ranking and the direction in which it is better."""
+
+    name: str
+    higher_is_better: bool
+    #: Values better than this count as this value (ties): FLARE23 runtimes under 15 s.
+    floor: float | None = None
+
+
+FLARE23_CLASSES: tuple[ClassInfo, ...] = (
+    ClassInfo(1, "Liver", "liver", 5.0, "large"),
+    ClassInfo(2, "RK", "right kidney", 3.0, "large"),
+    ClassInfo(3, "Spleen", "spleen", 3.0, "large"),
+    ClassInfo(4, "Pancreas", "pancreas", 5.0, "large"),
+    ClassInfo(5, "Aorta", "aorta", 2.0, "tubular"),
+    ClassInfo(6, "IVC", "inferior vena cava", 2.0, "tubular"),
+    ClassInfo(7, "RAG", "right adrenal gland", 2.0, "small"),
+    ClassInfo(8, "LAG", "left adrenal gland", 2.0, "small"),
+    ClassInfo(9, "Gallbladder", "gallbladder", 2.0, "small"),
+    ClassInfo(10, "Esophagus", "esophagus", 3.0, "tubular"),
+    ClassInfo(11, "Stomach", "stomach", 5.0, "large"),
+    ClassInfo(12, "Duodenum", "duodenum", 7.0, "tubular"),
+    ClassInfo(13, "LK", "left kidney", 3.0, "large"),
+    ClassInfo(14, "Lesion", "every lesion, one label", 2.0, "lesion"),
+)
+
+
+@dataclass(frozen=True)
+class Preset:
+    """Every rule of a challenge's scoring, timing and ranking protocol.
+
+    Attributes
+    ----------
+    name
+        Preset name, recorded in every output.
+    classes
+        The label map, in the order of the official output columns.
+    lesion_label
+        Label of the lesion class (scored semantically and as instances), or ``None``.
+    z_crop_labels
+        Tubular classes whose masks are both cut to the reference's extent along axis 2 as
+        the half-open slice ``[zmin, zmax)`` (the official code drops the topmost slice).
+    single_slice_z_crop
+        What a z-cropped class whose reference lies on one slice gets (the official code
+        crashes there): ``"keep"`` scores that single slice uncropped (``[zmin, zmin + 1)``);
+        ``"nan"`` reports NaN for that class of that case.
+    nsd_dsc_threshold
+        NSD is 0 when DSC is strictly below this (0.1 during FLARE23, 0.2 from March 2024).
+    decimals
+        Per-case values and means are rounded with ``np.round`` to this many places.
+    both_empty_value, one_empty_value
+        DSC and NSD when reference and prediction are both empty, or exactly one is.
+    missing_prediction
+        ``"fail"`` scores a missing prediction as a failed case (0 for every class present in
+        the reference, 1 where both are empty as for an empty prediction), ``"error"`` aborts.
+    runtime_tolerance_s, gpu_tolerance_mib
+        Efficiency tolerances: runtimes under the first tie; GPU memory under the second is
+        free in the tolerance-adjusted AUC ``sum(max(0, m - tol) * dt)``.
+    failed_runtime_s, failed_gpu_auc_mibs
+        Penalties of a case whose container failed (timeout, crash, no output): the runtime and
+        GPU AUC it is ranked with.  FLARE22 used 3600 s and a full 16 GB GPU for 3600 s.
+    ranking_metrics
+        The per-case criteria of rank-then-aggregate, with their directions.
+    tie_method
+        How ties share ranks (``"min"``, as challengeR).
+    """
+
+    name: str
+    classes: tuple[ClassInfo, ...]
+    lesion_label: int | None = 14
+    z_crop_labels: tuple[int, ...] = (5, 6, 10)
+    single_slice_z_crop: Literal["keep", "nan"] = "keep"
+    nsd_dsc_threshold: float = 0.1
+    decimals: int = 4
+    both_empty_value: float = 1.0
+    one_empty_value: float = 0.0
+    missing_prediction: Literal["fail", "error"] = "fail"
+    runtime_tolerance_s: float = 15.0
+    gpu_tolerance_mib: float = 4096.0
+    failed_runtime_s: float = 3600.0
+    failed_gpu_auc_mibs: float = 16384.0 * 3600.0
+    ranking_metrics: tuple[RankingMetric, ...] = field(
+        default=(
+            RankingMetric("organ_dsc", True),
+            RankingMetric("organ_nsd", True),
+            RankingMetric("lesion_dsc", True),
+            RankingMetric("lesion_nsd", True),
+            RankingMetric("runtime", False, floor=15.0),
+            RankingMetric("gpu_auc", False),
+        )
+    )
+    tie_method: Literal["min", "average", "max", "dense", "first"] = "min"
+
+    def __post_init__(self) -> None:
+        labels = [c.label for c in self.classes]
+        if len(set(labels)) != len(labels) or any(not 0 < v < 256 for v in labels):
+            raise ConfigError(
+                f"preset {self.name!r}: class labels must be unique and in 1..255, got {labels}"
+            )
+        for z in self.z_crop_labels:
+            if z not in labels:
+                raise ConfigError(f"preset {self.name!r}: z-crop label {z} is not in the map")
+        if self.lesion_label is not None and self.lesion_label not in labels:
+            raise ConfigError(f"preset {self.name!r}: lesion label {self.lesion_label} is not in the map")
+        if not 0.0 <= self.nsd_dsc_threshold <= 1.0:
+            raise ConfigError(
+                f"nsd_dsc_threshold must lie in [0, 1], got {self.nsd_dsc_threshold}"
+            )
+        if self.single_slice_z_crop not in ("keep", "nan"):
+            raise ConfigError(
+                f"single_slice_z_crop must be 'keep' or 'nan', got {self.single_slice_z_crop!r}"
+            )
+        if self.missing_prediction not in ("fail", "error"):
+            raise ConfigError(
+                f"missing_prediction must be 'fail' or 'error', got {self.missing_prediction!r}"
+            )
+
+    @property
+    def labels(self) -> tuple[int, ...]:
+        """Label values of all classes, in column order."""
+        return tuple(c.label for c in self.classes)
+
+    @property
+    def organ_labels(self) -> tuple[int, ...]:
+        """Labels averaged into Organ_DSC / Organ_NSD (every class but the lesion)."""
+        return tuple(c.label for c in self.classes if c.label != self.lesion_label)
+
+    @property
+    def max_label(self) -> int:
+        return max(self.labels)
+
+    def class_info(self, label: int) -> ClassInfo:
+        """The :class:`ClassInfo` of ``label``; raises ``ConfigError`` for an unknown one."""
+        for c in self.classes:
+            if c.label == label:
+                return c
+        raise ConfigError(f"label {label} is not in preset {self.name!r} (labels {self.labels})")
+
+    def with_overrides(self, **overrides: Any) -> Preset:
+        """A copy with some items replaced; ``None`` values leave an item as it is.
+
+        Examples
+        --------
+        >>> FLARE23.with_overrides(nsd_dsc_threshold=0.2).nsd_dsc_threshold
+        0.2
+        """
+        known = {f.name for f in dataclasses.fields(self)}
+        unknown = sorted(set(overrides) - known)
+        if unknown:
+            raise ConfigError(f"unknown preset item(s) {unknown}; known: {sorted(known)}")
+        changes = {k: v for k, v in overrides.items() if v is not None}
+        return dataclasses.replace(self, **changes) if changes else self
+
+    def describe(self) -> dict[str, Any]:
+        """The preset as plain data, for recording next to every output."""
+        return dataclasses.asdict(self)
+
+
+FLARE23 = Preset(name="flare23", classes=FLARE23_CLASSES)
+
+PRESETS: dict[str, Preset] = {"flare23": FLARE23}
+
+
+def get_preset(name: str) -> Preset:
+    """Look a preset up by name (``flare23``).
+
+    Raises
+    ------
+    ConfigError
+        For an unknown name; the message lists the known ones.
+    """
+    try:
+        return PRESETS[name]
+    except KeyError:
+        raise ConfigError(f"unknown preset {name!r}; known presets: {sorted(PRESETS)}") from None

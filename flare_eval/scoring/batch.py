@@ -1,0 +1,271 @@
+"""Scoring a folder of predictions against a folder of references: resumable, parallel, atomic.
+
+Every finished case is written at once to ``OUT/.flare-eval-cache/cases/<case>.json`` (atomic), with
+the size and modification time of both input files.  Re-running the same command skips every
+case whose record is there and whose inputs have not changed; a killed run loses at most the
+cases in flight.  The cache remembers the configuration (preset, lesion options, folders): a run
+into the same ``OUT`` with another configuration is refused rather than mixed.  The final tables
+are written only when every case is done, each atomically, so no half-finished table is ever
+presented as final.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable
+from concurrent.futures import Executor, ProcessPoolExecutor, as_completed
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import nibabel
+import numpy as np
+import scipy
+
+from flare_eval.errors import ConfigError, InputError
+from flare_eval.io import atomic_write_text, write_table
+from flare_eval.presets import Preset
+from flare_eval.scoring.case import CaseRecord, LesionOptions, case_id_of, score_files
+from flare_eval.scoring.outputs import (
+    cases_table,
+    lesion_instances_table,
+    lesions_per_case_table,
+    official_summary,
+    per_case_table,
+    scores_txt,
+    tidy_table,
+)
+
+__all__ = ["ScoreOptions", "ScoreRun", "score_folders", "pair_files", "clear_cache", "CACHE_DIR"]
+
+CACHE_DIR = ".flare-eval-cache"
+
+
+@dataclass(frozen=True)
+class ScoreOptions:
+    """Everything that changes the numbers of a scoring run (recorded and checked on resume)."""
+
+    preset: Preset
+    lesions: LesionOptions = field(default_factory=LesionOptions)
+    strict: bool = False
+
+    def fingerprint(self) -> dict[str, Any]:
+        return {"preset": self.preset.describe(), "lesions": asdict(self.lesions)}
+
+
+@dataclass(frozen=True)
+class ScoreRun:
+    """What :func:`score_folders` did: the records in case order and the counts by status."""
+
+    records: list[CaseRecord]
+    summary: dict[str, float]
+    reused: int
+    out_dir: Path
+
+    @property
+    def failed(self) -> list[CaseRecord]:
+        return [r for r in self.records if r.status != "ok"]
+
+
+def _nifti_files(folder: Path) -> dict[str, Path]:
+    return {
+        case_id_of(p): p
+        for p in sorted(folder.iterdir())
+        if p.is_file() and (p.name.endswith(".nii.gz") or p.name.endswith(".nii"))
+    }
+
+
+def pair_files(pred_dir: Path, gt_dir: Path) -> tuple[list[tuple[Path, Path | None]], list[str]]:
+    """Pair every reference with the prediction of the same case id.
+
+    Returns
+    -------
+    pairs
+        ``(reference, prediction or None)`` in case-id order.
+    extra
+        Prediction file names with no reference (ignored, reported).
+
+    Raises
+    ------
+    InputError
+        When a folder is missing or holds no reference.
+    """
+    for role, folder in (("--gt", gt_dir), ("--pred", pred_dir)):
+        if not folder.is_dir():
+            raise InputError(f"{role} folder {folder} does not exist or is not a folder")
+    references = _nifti_files(gt_dir)
+    if not references:
+        raise InputError(f"--gt folder {gt_dir} holds no .nii.gz / .nii file")
+    predictions = _nifti_files(pred_dir)
+    pairs = [(path, predictions.get(case)) for case, path in references.items()]
+    extra = sorted(predictions[c].name for c in set(predictions) - set(references))
+    return pairs, extra
+
+
+def _stamp(path: Path | None) -> list[int] | None:
+    if path is None or not path.exists():
+        return None
+    stat = path.stat()
+    return [stat.st_size, stat.st_mtime_ns]
+
+
+def _score_job(reference: Path, prediction: Path | None, options: ScoreOptions) -> dict[str, Any]:
+    record = score_files(
+        reference, prediction, preset=options.preset, lesion_options=options.lesions,
+        strict=options.strict,
+    )
+    return record.to_json()
+
+
+def _prepare_cache(out_dir: Path, config: dict[str, Any]) -> Path:
+    cache = out_dir / CACHE_DIR
+    config_path = cache / "config.json"
+    if config_path.exists():
+        previous = json.loads(config_path.read_text())
+        if previous != config:
+            changed = sorted(k for k in set(previous) | set(config) if previous.get(k) != config.get(k))
+            raise ConfigError(
+                f"{out_dir} holds scores made with another configuration (differs in: "
+                f"{', '.join(changed)})",
+                hint="use another --out folder, or --overwrite to discard the old scores",
+            )
+    (cache / "cases").mkdir(parents=True, exist_ok=True)
+    atomic_write_text(config_path, json.dumps(config, indent=1, sort_keys=True))
+    return cache / "cases"
+
+
+def score_folders(
+    pred_dir: Path,
+    gt_dir: Path,
+    out_dir: Path,
+    *,
+    options: ScoreOptions,
+    workers: int = 1,
+    executor: Executor | None = None,
+    progress: Callable[[int, int, CaseRecord], None] | None = None,
+) -> ScoreRun:
+    """Score every reference case and write the tables.
+
+    Parameters
+    ----------
+    pred_dir, gt_dir
+        Folders of ``<id>.nii.gz`` files, paired by file name.
+    out_dir
+        Output folder (see :mod:`flare_eval.scoring` for the files).
+    options
+        Preset, lesion options, strictness.
+    workers
+        Processes of the local pool (1 scores in this process).
+    executor
+        Any ``concurrent.futures.Executor`` (e.g. a dask.distributed client's executor) to use
+        instead of the local pool.
+    progress
+        Called as ``progress(done, total, record)`` after every case.
+
+    Returns
+    -------
+    ScoreRun
+    """
+    pred_dir, gt_dir, out_dir = Path(pred_dir), Path(gt_dir), Path(out_dir)
+    pairs, extra = pair_files(pred_dir, gt_dir)
+    config = {
+        **options.fingerprint(),
+        "gt_dir": str(gt_dir.resolve()),
+        "pred_dir": str(pred_dir.resolve()),
+    }
+    cases_dir = _prepare_cache(out_dir, config)
+    records: dict[str, CaseRecord] = {}
+    todo: list[tuple[Path, Path | None, list[Any]]] = []
+    for reference, prediction in pairs:
+        stamps = [_stamp(reference), _stamp(prediction)]
+        cached = cases_dir / f"{case_id_of(reference)}.json"
+        if cached.exists():
+            entry = json.loads(cached.read_text())
+            if entry["stamps"] == stamps:
+                records[case_id_of(reference)] = CaseRecord.from_json(entry["record"])
+                continue
+        todo.append((reference, prediction, stamps))
+    reused, total = len(records), len(pairs)
+
+    def keep(record_json: dict[str, Any], stamps: list[Any]) -> None:
+        record = CaseRecord.from_json(record_json)
+        atomic_write_text(
+            cases_dir / f"{record.case}.json", json.dumps({"stamps": stamps, "record": record_json})
+        )
+        records[record.case] = record
+        if progress is not None:
+            progress(len(records), total, record)
+
+    started = time.time()
+    if workers <= 1 and executor is None:
+        for reference, prediction, stamps in todo:
+            keep(_score_job(reference, prediction, options), stamps)
+    else:
+        own = executor is None
+        pool = executor or ProcessPoolExecutor(max_workers=workers)
+        try:
+            futures = {pool.submit(_score_job, r, p, options): s for r, p, s in todo}
+            for future in as_completed(futures):
+                keep(future.result(), futures[future])
+        finally:
+            if own:
+                pool.shutdown(cancel_futures=True)
+    ordered = [records[case_id_of(reference)] for reference, _ in pairs]
+    summary = write_outputs(ordered, out_dir, options, extra=extra, elapsed_s=time.time() - started,
+                            reused=reused)
+    return ScoreRun(ordered, summary, reused, out_dir)
+
+
+def write_outputs(
+    records: list[CaseRecord],
+    out_dir: Path,
+    options: ScoreOptions,
+    *,
+    extra: list[str],
+    elapsed_s: float,
+    reused: int,
+) -> dict[str, float]:
+    """Write every final table of a complete run, each atomically; return the official summary."""
+    from flare_eval import __version__
+
+    preset = options.preset
+    per_case = per_case_table(records, preset)
+    summary = official_summary(per_case, preset)
+    write_table(per_case, out_dir / "per_case.csv")
+    atomic_write_text(out_dir / "scores.txt", scores_txt(summary))
+    tidy = tidy_table(records, preset)
+    write_table(tidy, out_dir / "metrics_long.csv")
+    write_table(cases_table(records), out_dir / "cases.csv")
+    if preset.lesion_label is not None:
+        write_table(lesions_per_case_table(records), out_dir / "lesions_per_case.csv")
+        write_table(lesion_instances_table(records), out_dir / "lesions.csv")
+    statuses = {s: sum(r.status == s for r in records) for s in sorted({r.status for r in records})}
+    run = {
+        "complete": True,
+        "flare_eval_version": __version__,
+        "versions": {"numpy": np.__version__, "scipy": scipy.__version__, "nibabel": nibabel.__version__},
+        "options": options.fingerprint(),
+        "cases": len(records),
+        "statuses": statuses,
+        "failed_cases": [{"case": r.case, "status": r.status, "message": r.message}
+                         for r in records if r.status != "ok"],
+        "nan_values_left_out_of_means": int(per_case.drop(columns="Name").isna().sum().sum()),
+        "extra_predictions_ignored": extra,
+        "reused_from_cache": reused,
+        "elapsed_s": round(elapsed_s, 3),
+        "summary": summary,
+    }
+    atomic_write_text(out_dir / "run.json", json.dumps(run, indent=1, allow_nan=True))
+    return summary
+
+
+def clear_cache(out_dir: Path) -> None:
+    """Forget earlier scores in ``out_dir`` (``--overwrite``)."""
+    cache = Path(out_dir) / CACHE_DIR
+    if cache.is_dir():
+        for path in sorted(cache.rglob("*"), reverse=True):
+            path.unlink() if path.is_file() else path.rmdir()
+        cache.rmdir()
+    os.makedirs(out_dir, exist_ok=True)

@@ -1,0 +1,195 @@
+"""One case: read a reference and a prediction file, apply the preset's rules, record everything.
+
+Failure policy (FLARE22 rules, which the FLARE23 protocol leaves implicit):
+
+- missing prediction (``missing_prediction``) or an unreadable / wrong-shaped prediction
+  (``bad_prediction``): the case is scored as if the prediction were empty, i.e. 0 for every class
+  present in the reference and 1 where both are empty, and the status says why;
+- unreadable reference (``bad_reference``): nothing can be scored; every value is NaN and the
+  status says why.
+
+With ``strict=True`` any of these raises :class:`~flare_eval.errors.InputError` instead.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from flare_eval.errors import InputError
+from flare_eval.io import LabelVolume, read_label
+from flare_eval.metrics.flare import ClassScore, score_case
+from flare_eval.metrics.lesions import lesion_metrics
+from flare_eval.presets import Preset
+
+__all__ = ["CaseRecord", "LesionOptions", "score_files", "case_id_of"]
+
+STATUSES = ("ok", "missing_prediction", "bad_prediction", "bad_reference")
+
+
+@dataclass(frozen=True)
+class LesionOptions:
+    """How lesions are turned into instances and matched (see :mod:`flare_eval.metrics.lesions`)."""
+
+    connectivity: int = 26
+    iou_threshold: float = 0.5
+    match: str = "iou"
+
+
+@dataclass(frozen=True)
+class CaseRecord:
+    """Everything scored for one case; plain data, so it round-trips through JSON for resuming.
+
+    Attributes
+    ----------
+    case
+        Case id (file name without ``.nii.gz``).
+    name
+        Reference file name, the ``Name`` column of the official tables.
+    status
+        ``ok``, ``missing_prediction``, ``bad_prediction`` or ``bad_reference``.
+    message
+        Why the status is not ``ok``, and warnings (affine mismatch, labels outside the map).
+    classes
+        One dict per class (the fields of :class:`~flare_eval.metrics.flare.ClassScore`).
+    lesions
+        The lesion summary (``lesions_per_case.csv`` columns) or None without a lesion label.
+    lesion_instances
+        One dict per lesion instance (``lesions.csv`` rows).
+    """
+
+    case: str
+    name: str
+    status: str
+    message: str
+    classes: list[dict[str, Any]] = field(default_factory=list)
+    lesions: dict[str, Any] | None = None
+    lesion_instances: list[dict[str, Any]] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> CaseRecord:
+        return cls(**data)
+
+
+def case_id_of(path: Path) -> str:
+    """Case id of a reference or prediction file: the name without ``.nii.gz`` / ``.nii``."""
+    name = path.name
+    for suffix in (".nii.gz", ".nii"):
+        if name.endswith(suffix):
+            return name[: -len(suffix)]
+    return path.stem
+
+
+def _read(path: Path, preset: Preset, notes: list[str]) -> LabelVolume:
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        volume = read_label(path, max_label=preset.max_label)
+    notes.extend(str(w.message) for w in caught)
+    return volume
+
+
+def score_files(
+    reference_path: Path,
+    prediction_path: Path | None,
+    *,
+    preset: Preset,
+    lesion_options: LesionOptions = LesionOptions(),
+    strict: bool = False,
+) -> CaseRecord:
+    """Score one case from its files.
+
+    Parameters
+    ----------
+    reference_path
+        Ground-truth label file.
+    prediction_path
+        Prediction file, or None when the submission has none for this case.
+    preset
+        Scoring rules.
+    lesion_options
+        Instance options for the lesion class.
+    strict
+        Raise on a missing or bad file instead of recording a failed case.
+
+    Returns
+    -------
+    CaseRecord
+
+    Raises
+    ------
+    InputError
+        Only with ``strict=True``.
+    """
+    notes: list[str] = []
+    case, name = case_id_of(reference_path), reference_path.name
+    try:
+        reference = _read(reference_path, preset, notes)
+    except InputError as err:
+        if strict:
+            raise
+        nan = float("nan")
+        classes = [
+            dataclasses.asdict(ClassScore(c.label, nan, nan, nan, 0, 0, "bad_reference"))
+            for c in preset.classes
+        ]
+        return CaseRecord(case, name, "bad_reference", str(err), classes)
+
+    status = "ok"
+    prediction_data = None
+    if prediction_path is None or not prediction_path.exists():
+        status = "missing_prediction"
+        notes.insert(0, f"no prediction {name} in the submission; scored as an empty prediction")
+        if strict:
+            raise InputError(f"case {case}: prediction {name} is missing")
+    else:
+        try:
+            prediction = _read(prediction_path, preset, notes)
+            if prediction.data.shape != reference.data.shape:
+                raise InputError(
+                    f"{prediction_path}: shape {prediction.data.shape} differs from the reference's "
+                    f"{reference.data.shape}"
+                )
+            if not np.allclose(prediction.affine, reference.affine, atol=1e-3):
+                notes.append(
+                    f"{prediction_path}: affine differs from the reference's (scored on the voxel "
+                    "grid as the official scorer does; check the orientation)"
+                )
+            prediction_data = prediction.data
+        except InputError as err:
+            if strict:
+                raise
+            status = "bad_prediction"
+            notes.insert(0, f"{err}; scored as an empty prediction")
+    if prediction_data is None:
+        prediction_data = np.zeros(reference.data.shape, dtype=np.uint8, order="F")
+    scores = score_case(
+        reference.data, prediction_data, spacing_mm=reference.spacing_mm, preset=preset
+    )
+    lesions, instances = None, []
+    if preset.lesion_label is not None:
+        result = lesion_metrics(
+            reference.data == preset.lesion_label,
+            prediction_data == preset.lesion_label,
+            spacing_mm=reference.spacing_mm,
+            connectivity=lesion_options.connectivity,
+            iou_threshold=lesion_options.iou_threshold,
+            match=lesion_options.match,
+        )
+        lesions, instances = result.summary(), result.instances()
+    return CaseRecord(
+        case,
+        name,
+        status,
+        "; ".join(notes),
+        [dataclasses.asdict(s) for s in scores],
+        lesions,
+        instances,
+    )

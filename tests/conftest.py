@@ -1,0 +1,59 @@
+"""Shared fixtures: seeded RNG, the ../shared/data folder, and engine checks for marked tests.
+
+Tests that need docker or Chromium skip with a reason where the engine is absent, except when
+``FLARE_EVAL_REQUIRE_ENGINES=1`` (set by ``.ci/run``): there a missing engine fails the test.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+REQUIRE_ENGINES = os.environ.get("FLARE_EVAL_REQUIRE_ENGINES") == "1"
+
+
+def skip_or_fail(reason: str) -> None:
+    """Skip with ``reason``; in CI (engines required) fail instead."""
+    if REQUIRE_ENGINES:
+        pytest.fail(f"required engine missing in CI: {reason}")
+    pytest.skip(reason)
+
+
+@pytest.fixture
+def rng() -> np.random.Generator:
+    return np.random.default_rng(20230715)
+
+
+@pytest.fixture
+def shared_data() -> Path:
+    """``../shared/data`` beside the project; skips where a fresh clone has none."""
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"real CT data folder {SHARED_DATA} is absent (only in the dev workspace)")
+    return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def docker_client():
+    """A docker SDK client of a running engine (``DOCKER_HOST`` honoured)."""
+    docker = pytest.importorskip("docker")
+    try:
+        client = docker.from_env()
+        client.ping()
+    except Exception as err:  # any failure to reach the engine means "no engine here"
+        skip_or_fail(f"no docker engine answers ({err}); start one with .ci/start-dockerd")
+    return client
+
+
+@pytest.fixture(scope="session")
+def chromium_path() -> str:
+    for name in ("chromium", "chromium-browser", "google-chrome"):
+        path = shutil.which(name)
+        if path:
+            return path
+    skip_or_fail("headless Chromium is not installed (apt-get install chromium)")
+    raise AssertionError("unreachable")
