@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import isal.igzip
+from isal.igzip_lib import IsalError
 import nibabel as nib
 import numpy as np
 from numpy.typing import NDArray
@@ -90,7 +91,7 @@ def _inflate(path: Path) -> bytes:
         return raw
     try:
         return isal.igzip.decompress(raw)
-    except (OSError, EOFError, zlib.error, ValueError) as err:
+    except (OSError, EOFError, zlib.error, ValueError, IsalError) as err:
         raise InputError(
             f"{path}: corrupt or truncated gzip stream ({err})",
             hint="re-export the file; a partial copy or an interrupted write looks like this",
@@ -129,10 +130,13 @@ def _load(path: StrPath) -> tuple[nib.Nifti1Image, NDArray[np.generic], Spacing,
     slope, inter = proxy.slope, proxy.inter
     if (slope, inter) != (1.0, 0.0):
         data = data * np.float64(slope) + np.float64(inter)
-    zooms = image.header.get_zooms()[:3]
-    spacing = tuple(float(np.float32(z)) for z in zooms)
-    if len(spacing) != 3 or not all(np.isfinite(s) and s > 0 for s in spacing):
-        raise InputError(f"{path}: voxel spacing must be three positive numbers, got {zooms}")
+    # nibabel silently turns a zero pixdim into 1 while parsing; the unchecked header tells
+    raw_pixdim = type(image.header).from_fileobj(io.BytesIO(raw), check=False)["pixdim"][1:4]
+    if not all(np.isfinite(z) and z > 0 for z in raw_pixdim):
+        raise InputError(
+            f"{path}: voxel spacing must be three positive numbers, got {raw_pixdim.tolist()}"
+        )
+    spacing = tuple(float(np.float32(z)) for z in image.header.get_zooms()[:3])
     return image, data, spacing, path  # type: ignore[return-value]
 
 

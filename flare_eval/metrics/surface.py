@@ -12,10 +12,11 @@ reductions of it.
 
 How it is fast and still exact: the masks are cropped to the union bounding box; neighbour codes
 come from eight shifted views of the C-ordered crop (bit operations, no convolution); instead of a
-full distance transform, surfels are matched to the other surface's surfels with a k-d tree, and
-every distance is then recomputed from the integer index difference exactly as scipy's distance
-transform does (``sqrt(sum((d_i * s_i)**2))`` in float64), so values are the oracle's to the bit
-wherever the nearest surfel is unique.
+full distance transform, each surfel looks for the nearest surfel of the other surface, first by
+probing the grid at the offsets within one voxel spacing in increasing length, then with a k-d
+tree for the few left; every distance is computed from the integer index difference exactly as
+scipy's distance transform does (``sqrt(sum((d_i * s_i)**2))`` in float64), so the values are the
+oracle's to the bit.
 """
 
 from __future__ import annotations
@@ -122,34 +123,72 @@ def _neighbour_codes(padded: NDArray[np.uint8], reversed_axes: bool) -> NDArray[
 
 def _surfels(
     mask: NDArray[np.bool_], reversed_axes: bool, table: NDArray[np.float64]
-) -> tuple[NDArray[np.intp], NDArray[np.float64]]:
-    """Grid positions (n, 3) and areas of the surfels of a cropped mask."""
+) -> tuple[NDArray[np.bool_], NDArray[np.intp], NDArray[np.float64]]:
+    """The border grid of a cropped mask, its surfel positions (n, 3) and their areas."""
     padded = np.zeros(tuple(s + 2 for s in mask.shape), dtype=np.uint8)
     padded[1:-1, 1:-1, 1:-1] = mask
     code = _neighbour_codes(padded, reversed_axes)
     border = (code != 0) & (code != 255)
-    positions = np.argwhere(border)
-    return positions, table[code[border]]
+    return border, np.argwhere(border), table[code[border]]
+
+
+def _exact_distance(delta: NDArray[np.intp], spacing_view: NDArray[np.float64],
+                    stored_order: tuple[int, int, int]) -> NDArray[np.float64]:
+    """``sqrt(sum((d_i * s_i)**2))`` summed in stored axis order, as scipy's distance transform."""
+    scaled = delta.astype(np.float64) * spacing_view
+    squared = scaled * scaled
+    total = squared[..., stored_order[0]] + squared[..., stored_order[1]]
+    total += squared[..., stored_order[2]]
+    return np.sqrt(total)
+
+
+def _ball_offsets(spacing_view: NDArray[np.float64], stored_order: tuple[int, int, int]
+                  ) -> tuple[NDArray[np.intp], NDArray[np.float64], float]:
+    """Grid offsets within a ball of radius max(spacing), sorted by their exact length."""
+    radius = float(spacing_view.max())
+    reach = np.floor(radius / spacing_view).astype(int)
+    grid = np.stack(np.meshgrid(*(np.arange(-r, r + 1) for r in reach), indexing="ij"), -1)
+    offsets = grid.reshape(-1, 3)
+    lengths = _exact_distance(offsets, spacing_view, stored_order)
+    keep = lengths <= radius
+    order = np.argsort(lengths[keep], kind="stable")
+    return offsets[keep][order], lengths[keep][order], radius
 
 
 def _nearest_distances(
-    source: NDArray[np.intp], target: NDArray[np.intp], spacing_view: NDArray[np.float64],
-    stored_order: tuple[int, int, int],
+    source: NDArray[np.intp], target_grid: NDArray[np.bool_], target: NDArray[np.intp],
+    spacing_view: NDArray[np.float64], stored_order: tuple[int, int, int],
 ) -> NDArray[np.float64]:
-    """Distance in mm from each source position to the nearest target position (inf if none)."""
-    if target.shape[0] == 0:
-        return np.full(source.shape[0], np.inf)
-    if source.shape[0] == 0:
-        return np.zeros(0)
+    """Exact distance (mm) from each source position to the nearest target position (inf if none).
+
+    Most surfels of a fair segmentation have a counterpart within one voxel spacing: those are
+    found by probing the target grid at offsets in increasing order of length (the first hit is
+    the nearest, since the probed ball holds every closer offset).  The rest go to a k-d tree.
+    Every distance is computed from an integer index difference with :func:`_exact_distance`,
+    so the values are those of scipy's exact distance transform.
+    """
+    distances = np.full(source.shape[0], np.inf)
+    if target.shape[0] == 0 or source.shape[0] == 0:
+        return distances
+    offsets, lengths, _ = _ball_offsets(spacing_view, stored_order)
+    pad = np.abs(offsets).max(axis=0)
+    grid = np.zeros(tuple(int(n + 2 * p) for n, p in zip(target_grid.shape, pad)), dtype=bool)
+    grid[pad[0] : pad[0] + target_grid.shape[0], pad[1] : pad[1] + target_grid.shape[1],
+         pad[2] : pad[2] + target_grid.shape[2]] = target_grid
+    flat = grid.ravel()
+    strides = np.array([grid.shape[1] * grid.shape[2], grid.shape[2], 1], dtype=np.intp)
+    todo = np.arange(source.shape[0])
+    base = (source + pad) @ strides
+    for offset, length in zip(offsets, lengths):
+        hit = flat[base[todo] + offset @ strides]
+        distances[todo[hit]] = length
+        todo = todo[~hit]
+        if todo.size == 0:
+            return distances
     tree = cKDTree(target * spacing_view, balanced_tree=False, compact_nodes=False)
-    _, nearest = tree.query(source * spacing_view, k=1)
-    # Recompute from integer index differences, summing in stored axis order as scipy's
-    # distance_transform_edt does, so results do not depend on the tree's float rounding.
-    delta = (source - target[nearest]).astype(np.float64) * spacing_view
-    squared = delta * delta
-    total = squared[:, stored_order[0]] + squared[:, stored_order[1]]
-    total += squared[:, stored_order[2]]
-    return np.sqrt(total)
+    _, nearest = tree.query(source[todo] * spacing_view, k=1)
+    distances[todo] = _exact_distance(source[todo] - target[nearest], spacing_view, stored_order)
+    return distances
 
 
 def compute_surface_distances(
@@ -233,12 +272,16 @@ def surface_distances_of_view(
     spacing_view = np.array(spacing_mm[::-1] if reversed_axes else spacing_mm, dtype=np.float64)
     stored_order = (2, 1, 0) if reversed_axes else (0, 1, 2)
     table = surfel_area_table(tuple(float(s) for s in spacing_mm))  # type: ignore[arg-type]
-    ref_pos, ref_area = _surfels(reference, reversed_axes, table)
-    pred_pos, pred_area = _surfels(prediction, reversed_axes, table)
+    ref_grid, ref_pos, ref_area = _surfels(reference, reversed_axes, table)
+    pred_grid, pred_pos, pred_area = _surfels(prediction, reversed_axes, table)
     return SurfaceDistances(
-        distances_ref_to_pred_mm=_nearest_distances(ref_pos, pred_pos, spacing_view, stored_order),
+        distances_ref_to_pred_mm=_nearest_distances(
+            ref_pos, pred_grid, pred_pos, spacing_view, stored_order
+        ),
         surfel_areas_ref_mm2=ref_area,
-        distances_pred_to_ref_mm=_nearest_distances(pred_pos, ref_pos, spacing_view, stored_order),
+        distances_pred_to_ref_mm=_nearest_distances(
+            pred_pos, ref_grid, ref_pos, spacing_view, stored_order
+        ),
         surfel_areas_pred_mm2=pred_area,
     )
 

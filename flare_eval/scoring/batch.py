@@ -122,6 +122,7 @@ def _score_job(reference: Path, prediction: Path | None, options: ScoreOptions) 
 def _prepare_cache(out_dir: Path, config: dict[str, Any]) -> Path:
     cache = out_dir / CACHE_DIR
     config_path = cache / "config.json"
+    config = json.loads(json.dumps(config))  # tuples become lists, as they come back from disk
     if config_path.exists():
         previous = json.loads(config_path.read_text())
         if previous != config:
