@@ -64,6 +64,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import json
+
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
@@ -104,4 +106,10 @@ def run(args: argparse.Namespace) -> int:
         f"{s['Organ_NSD']:.4f}, Lesion DSC {s.get('Lesion_DSC', float('nan')):.4f}, "
         f"Lesion NSD {s.get('Lesion_NSD', float('nan')):.4f}; tables in {args.out}"
     )
+    undefined = json.loads((args.out / "run.json").read_text())["lesion_values_undefined"]
+    if undefined:
+        console.print(
+            "lesion values undefined (zero denominator, NaN in lesions_per_case.csv, see "
+            "docs/lesions.md): " + ", ".join(f"{k} in {v} cases" for k, v in undefined.items())
+        )
     return EXIT_PARTIAL if result.failed else EXIT_OK

@@ -239,9 +239,13 @@ def write_outputs(
     tidy = tidy_table(records, preset)
     write_table(tidy, out_dir / "metrics_long.csv")
     write_table(cases_table(records), out_dir / "cases.csv")
+    undefined: dict[str, int] = {}
     if preset.lesion_label is not None:
-        write_table(lesions_per_case_table(records), out_dir / "lesions_per_case.csv")
+        lesions = lesions_per_case_table(records)
+        write_table(lesions, out_dir / "lesions_per_case.csv")
         write_table(lesion_instances_table(records), out_dir / "lesions.csv")
+        # NaN marks a ratio with a zero denominator (e.g. recall without reference lesions)
+        undefined = {k: int(v) for k, v in lesions.drop(columns="Name").isna().sum().items() if v}
     statuses = {s: sum(r.status == s for r in records) for s in sorted({r.status for r in records})}
     run = {
         "complete": True,
@@ -253,6 +257,7 @@ def write_outputs(
         "failed_cases": [{"case": r.case, "status": r.status, "message": r.message}
                          for r in records if r.status != "ok"],
         "nan_values_left_out_of_means": int(per_case.drop(columns="Name").isna().sum().sum()),
+        "lesion_values_undefined": undefined,
         "extra_predictions_ignored": extra,
         "reused_from_cache": reused,
         "elapsed_s": round(elapsed_s, 3),
