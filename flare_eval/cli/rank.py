@@ -1,0 +1,191 @@
+"""``flare-eval rank``: rank the teams of a results folder or a tidy table."""
+
+from __future__ import annotations
+
+import argparse
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from flare_eval.ranking import Bootstrap
+
+__all__ = ["register", "run_rank"]
+
+_DESCRIPTION = """\
+Rank teams by the FLARE 2023 rule (default): per case and metric (organ DSC/NSD, lesion DSC/NSD,
+runtime, GPU AUC) all teams are ranked (ties min, a missing value worst); a team's score is the
+mean of all its ranks. Then bootstrap stability (Kendall's tau-b of each sample's ranking with
+the full one) and one-sided paired Wilcoxon tests between all teams (Holm-adjusted).
+
+RESULTS is a folder RESULTS/<team>/ holding each team's 'flare-eval score' outputs (per_case.csv,
+cases.csv) and optionally its 'flare-eval run' outputs (runs.csv), or a tidy CSV/Parquet table
+with columns team, case, metric, value.
+
+Writes into OUT: ranking_table.csv, case_ranks.csv, leaderboard.csv, bootstrap_kendall.csv,
+bootstrap_ranks.csv, bootstrap_summary.csv, significance.csv, ranking.json."""
+
+
+def register(subparsers: Any) -> None:
+    """Add the ``rank`` verb."""
+    from flare_eval.cli.main import HelpFormatter
+    from flare_eval.presets import PRESETS
+
+    # the option lists are spelled out to keep --help free of numpy/scipy imports
+    parser = subparsers.add_parser(
+        "rank",
+        help="rank teams, bootstrap stability and pairwise significance",
+        description=_DESCRIPTION,
+        formatter_class=HelpFormatter,
+    )
+    parser.add_argument("results", metavar="RESULTS",
+                        help="results folder RESULTS/<team>/ or a tidy .csv/.parquet table")
+    parser.add_argument("--out", required=True, metavar="DIR", help="output folder")
+    parser.add_argument("--preset", default="flare23", choices=sorted(PRESETS),
+                        help="metrics, directions, floors and failure penalties")
+    parser.add_argument("--scheme", default="flare",
+                        choices=["flare", "rank-then-aggregate", "aggregate-then-rank",
+                                 "test-then-rank"],
+                        help="flare: pooled rank-then-aggregate over cases and metrics; the "
+                             "others are challengeR's per-metric schemes, combined by mean rank")
+    parser.add_argument("--aggregate", default="mean", choices=["mean", "median"],
+                        help="aggregate of aggregate-then-rank")
+    parser.add_argument("--ties", default=None, choices=["min", "average", "max", "dense", "first"],
+                        help="how tied values share ranks (default: the preset's, min)")
+    parser.add_argument("--bootstrap", type=int, default=1000, metavar="N",
+                        help="bootstrap samples of the cases (0: none)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the bootstrap draws")
+    parser.add_argument("--challenger-compat", action="store_true",
+                        help="rank a case drawn m times as one block, as challengeR does "
+                             "(inflates instability; for comparison with published results)")
+    parser.add_argument("--alpha", type=float, default=0.05,
+                        help="significance level of the Holm-adjusted Wilcoxon tests")
+    parser.set_defaults(handler=run_rank)
+
+
+def _print_leaderboard(leaderboard: pd.DataFrame, boot: Bootstrap | None, scheme: str) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"flare-eval rank ({scheme})")
+    metric_columns = list(leaderboard.columns[3:])
+    for column in ["rank", "team", "mean_rank", *metric_columns]:
+        table.add_column(column, justify="left" if column == "team" else "right")
+    summary = None
+    if boot is not None:
+        summary = boot.summary().set_index("team")
+        for column in ("median rank [95%]", "winner %"):
+            table.add_column(column, justify="right")
+    for row in leaderboard.itertuples(index=False):
+        cells = [str(row[0]), str(row[1]), f"{row[2]:.3f}"]
+        cells += [f"{v:.4g}" for v in row[3:]]
+        if summary is not None:
+            s = summary.loc[row[1]]
+            cells += [f"{s.median_rank:g} [{s.rank_q025:g}, {s.rank_q975:g}]",
+                      f"{s.winner_frequency:.1%}"]
+        table.add_row(*cells)
+    console = Console()
+    # piped output has no terminal width: give the table room instead of 80 columns
+    (console if console.is_terminal else Console(width=160)).print(table)
+
+
+def _median_tau(boot: Bootstrap | None) -> float | None:
+    """Median of the defined taus (tau is undefined when a ranking is all ties)."""
+    import numpy as np
+
+    if boot is None:
+        return None
+    taus = boot.tau[~np.isnan(boot.tau)]
+    return float(np.median(taus)) if taus.size else None
+
+
+def run_rank(args: argparse.Namespace) -> int:
+    """Handler of ``flare-eval rank``."""
+    import json
+    import platform
+    import sys
+    import warnings
+    from pathlib import Path
+
+    import numpy as np
+    import pandas as pd
+    import scipy
+
+    from flare_eval import __version__
+    from flare_eval.errors import EXIT_OK, ConfigError
+    from flare_eval.io import atomic_write_text, write_table
+    from flare_eval.presets import get_preset
+    from flare_eval.ranking import (
+        bootstrap_ranking,
+        pairwise_significance,
+        rank_teams,
+        ranking_data,
+        read_ranking_table,
+    )
+
+    preset = get_preset(args.preset)
+    ties = args.ties or preset.tie_method
+    if args.bootstrap < 0:
+        raise ConfigError(f"--bootstrap must be 0 or more, got {args.bootstrap}")
+    if args.bootstrap and args.scheme == "test-then-rank":
+        raise ConfigError("test-then-rank has no bootstrap", hint="add --bootstrap 0")
+    if args.challenger_compat and not args.bootstrap:
+        raise ConfigError("--challenger-compat only changes the bootstrap",
+                          hint="drop it or give --bootstrap N")
+    out = Path(args.out)
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        table = read_ranking_table(args.results, preset=preset)
+        data = ranking_data(table, preset.ranking_metrics)
+    messages = [str(w.message) for w in caught]
+    for message in messages:
+        print(f"flare-eval rank: warning: {message}", file=sys.stderr)
+    dropped = [m.name for m in preset.ranking_metrics if m not in data.metrics]
+
+    ranking = rank_teams(data, scheme=args.scheme, ties=ties, aggregate=args.aggregate,
+                         alpha=args.alpha)
+    boot = None
+    if args.bootstrap:
+        boot = bootstrap_ranking(data, n_bootstrap=args.bootstrap, seed=args.seed,
+                                 scheme=args.scheme, ties=ties, aggregate=args.aggregate,
+                                 challenger_compat=args.challenger_compat)
+    significance = pairwise_significance(table, metrics=data.metrics, alpha=args.alpha)
+
+    leaderboard = ranking.leaderboard()
+    write_table(table, out / "ranking_table.csv")
+    write_table(ranking.case_ranks(), out / "case_ranks.csv")
+    write_table(leaderboard, out / "leaderboard.csv")
+    if boot is not None:
+        write_table(boot.kendall_table(), out / "bootstrap_kendall.csv")
+        write_table(boot.ranks_table(), out / "bootstrap_ranks.csv")
+        write_table(boot.summary(), out / "bootstrap_summary.csv")
+    write_table(significance, out / "significance.csv")
+    record = {
+        "scheme": args.scheme,
+        "aggregate": args.aggregate,
+        "ties": ties,
+        "preset": preset.name,
+        "metrics": [{"name": m.name, "higher_is_better": m.higher_is_better, "floor": m.floor}
+                    for m in data.metrics],
+        "dropped_metrics": dropped,
+        "seed": args.seed,
+        "n_bootstrap": args.bootstrap,
+        "challenger_compat": args.challenger_compat,
+        "alpha": args.alpha,
+        "significance": "one-sided paired Wilcoxon signed-rank, normal approximation with "
+                        "continuity correction, zero differences dropped, Holm over the "
+                        "K(K-1) ordered pairs of each metric",
+        "missing_values": "a missing value takes the worst rank of its case (max + 1)",
+        "n_teams": len(data.teams),
+        "n_cases": len(data.cases),
+        "source": str(args.results),
+        "warnings": messages,
+        "median_tau": _median_tau(boot),
+        "versions": {"flare_eval": __version__, "python": platform.python_version(),
+                     "numpy": np.__version__, "scipy": scipy.__version__,
+                     "pandas": pd.__version__},
+    }
+    atomic_write_text(out / "ranking.json", json.dumps(record, indent=2) + "\n")
+    _print_leaderboard(leaderboard, boot, args.scheme)
+    return EXIT_OK

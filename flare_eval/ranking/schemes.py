@@ -1,0 +1,392 @@
+"""Ranking schemes: FLARE's pooled rank-then-aggregate and challengeR's per-metric schemes.
+
+Every scheme starts from the per-case ranks: for each metric and case, all teams ranked
+(lower rank is better, ties by ``ties``, a missing value worst, challengeR's rule).  Then:
+
+``flare`` (default, FLARE 2023 paper)
+    A team's score is the mean of all its case x metric ranks; teams are ranked by it.
+``rank-then-aggregate`` (challengeR, per metric)
+    Per metric, the mean of the team's case ranks, ranked; the metrics are then combined.
+``aggregate-then-rank`` (challengeR, per metric)
+    Per metric, the mean or median of the team's values, ranked; then combined.
+``test-then-rank`` (challengeR, per metric)
+    Per metric, the number of teams it is significantly better than (one-sided paired
+    Wilcoxon, see :mod:`flare_eval.ranking.significance`), ranked; then combined.
+
+challengeR ranks each metric as a separate task and cannot pool them; here the per-metric
+ranks are combined by their mean (a Borda count), which is ``mean_rank`` of these schemes.
+
+Every scheme is written once as a function of case weights (how often each case is drawn), so
+that the full ranking (all weights 1) and each bootstrap draw
+(:mod:`flare_eval.ranking.bootstrap`) run the same code.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Literal
+
+import numpy as np
+from scipy.stats import rankdata
+
+from flare_eval.errors import ConfigError
+from flare_eval.presets import FLARE23, RankingMetric
+from flare_eval.ranking.significance import significant_wins
+from flare_eval.ranking.table import RankingData, ranking_data
+from flare_eval.typing import FloatArray
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+__all__ = [
+    "SCHEMES",
+    "TIE_METHODS",
+    "AGGREGATES",
+    "check_options",
+    "Ranking",
+    "rank_with_missing",
+    "case_ranks",
+    "team_scores",
+    "rank_teams",
+]
+
+Scheme = Literal["flare", "rank-then-aggregate", "aggregate-then-rank", "test-then-rank"]
+Ties = Literal["min", "average", "max", "dense", "first"]
+Aggregate = Literal["mean", "median"]
+
+SCHEMES: tuple[str, ...] = ("flare", "rank-then-aggregate", "aggregate-then-rank", "test-then-rank")
+#: R's ``rank(ties.method=...)`` names; ``first`` is scipy's ``ordinal``.
+TIE_METHODS: tuple[str, ...] = ("min", "average", "max", "dense", "first")
+AGGREGATES: tuple[str, ...] = ("mean", "median")
+_SCIPY_TIES = {"min": "min", "average": "average", "max": "max", "dense": "dense", "first": "ordinal"}
+
+
+def check_options(scheme: str, ties: str, aggregate: str, alpha: float) -> None:
+    """Raise ``ConfigError`` for an unknown scheme, tie method or aggregate, or a bad alpha."""
+    for name, value, allowed in (("scheme", scheme, SCHEMES), ("ties", ties, TIE_METHODS),
+                                 ("aggregate", aggregate, AGGREGATES)):
+        if value not in allowed:
+            raise ConfigError(f"{name} must be one of {list(allowed)}, got {value!r}")
+    if not 0.0 < alpha < 1.0:
+        raise ConfigError(f"alpha must lie in (0, 1), got {alpha}")
+
+
+def rank_with_missing(values: FloatArray, *, ties: Ties = "min") -> FloatArray:
+    """Rank along the last axis, lowest value first, a missing value worst.
+
+    Parameters
+    ----------
+    values
+        Any shape; the last axis holds the competitors (teams).  NaN is missing.
+    ties
+        How tied values share ranks (R's ``ties.method``).
+
+    Returns
+    -------
+    numpy.ndarray
+        Ranks, same shape, float64.
+
+    Notes
+    -----
+    challengeR's ``rankNA2``: with :math:`r_{max}` the largest rank among the present values
+    (0 when all are missing), the :math:`n` missing values form one last tie group starting
+    at :math:`r_{max} + 1`: ``min`` and ``dense`` give them :math:`r_{max} + 1`, ``average``
+    :math:`r_{max} + (n + 1)/2`, ``max`` :math:`r_{max} + n`, ``first`` :math:`r_{max} + 1
+    \\dots r_{max} + n` in order.
+
+    Examples
+    --------
+    >>> rank_with_missing(np.array([0.3, np.nan, 0.1, 0.3])).tolist()
+    [2.0, 3.0, 1.0, 2.0]
+    """
+    values = np.asarray(values, dtype=np.float64)
+    missing = np.isnan(values)
+    if not missing.any():
+        return rankdata(values, method=_SCIPY_TIES[ties], axis=-1).astype(np.float64)
+    ranks = rankdata(values, method=_SCIPY_TIES[ties], axis=-1, nan_policy="omit")
+    top = np.where(missing, 0.0, ranks).max(axis=-1, keepdims=True)
+    n_missing = missing.sum(axis=-1, keepdims=True)
+    fill = {
+        "min": top + 1,
+        "dense": top + 1,
+        "average": top + (n_missing + 1) / 2,
+        "max": top + n_missing,
+        "first": top + np.cumsum(missing, axis=-1),
+    }[ties]
+    return np.where(missing, np.broadcast_to(fill, values.shape), ranks)
+
+
+def case_ranks(data: RankingData, *, ties: Ties = "min") -> FloatArray:
+    """Per-case ranks of every team, shape (n_metrics, n_cases, n_teams); see
+    :func:`rank_with_missing`."""
+    return rank_with_missing(data.oriented(), ties=ties)
+
+
+def _weighted_median(values: FloatArray, weights: FloatArray) -> FloatArray:
+    """Median of each team's values with cases repeated ``weights`` times (R's ``median``).
+
+    ``values`` (n_cases, n_teams), ``weights`` (n_draws, n_cases) integer counts; returns
+    (n_draws, n_teams), NaN where a drawn case is missing.
+    """
+    n_draws = weights.shape[0]
+    total = weights.sum(axis=1)
+    out = np.empty((n_draws, values.shape[1]))
+    # R's median of n values: the value at position (n+1)/2, or the mean of n/2 and n/2+1
+    low_pos = np.floor((total + 1) / 2)[:, None]
+    high_pos = np.ceil((total + 1) / 2)[:, None]
+    for k in range(values.shape[1]):
+        order = np.argsort(values[:, k], kind="stable")  # NaN sorts last
+        column = values[order, k]
+        cumulative = np.cumsum(weights[:, order], axis=1)
+        low = column[(cumulative >= low_pos).argmax(axis=1)]
+        high = column[(cumulative >= high_pos).argmax(axis=1)]
+        out[:, k] = (low + high) / 2
+    return out
+
+
+def team_scores(
+    data: RankingData,
+    weights: FloatArray,
+    *,
+    scheme: Scheme = "flare",
+    ties: Ties = "min",
+    aggregate: Aggregate = "mean",
+    alpha: float = 0.05,
+    ranks: FloatArray | None = None,
+    challenger_compat: bool = False,
+) -> tuple[FloatArray, FloatArray]:
+    """Each team's score (lower is better) under case weights, and its per-metric criteria.
+
+    Parameters
+    ----------
+    data
+        The ranking cube.
+    weights
+        Shape (n_draws, n_cases): how many times each case counts (all 1 for the full
+        ranking, bootstrap draw counts otherwise).
+    scheme, ties, aggregate, alpha
+        See :func:`rank_teams`.
+    ranks
+        The per-case ranks of ``data`` when already computed (:func:`case_ranks`).
+    challenger_compat
+        Rank a case drawn m times as challengeR does: its m copies of every team ranked
+        jointly in one block (ranks 1, 1+m, 1+2m... under ``min``), which weights a
+        duplicated case by m^2 instead of m.  Only ``ties="min"`` and the rank-based schemes.
+
+    Returns
+    -------
+    score
+        Shape (n_draws, n_teams), lower is better: the sum of all case x metric ranks
+        (``flare``), or the sum of the per-metric ranks (the other schemes).
+    per_metric
+        Shape (n_metrics, n_draws, n_teams): per metric, the criterion that metric's teams are
+        ranked by (lower is better): summed case ranks, the signed aggregate value, or minus
+        the number of significant wins.
+
+    Notes
+    -----
+    Per-case ranks do not change when cases are resampled, so with the rank matrix
+    :math:`R_m` (cases x teams) and draw counts :math:`W` (draws x cases) every draw's summed
+    ranks are the matrix product :math:`W R_m`.  In challengeR's joint ranking a team of rank
+    :math:`r` (``min``) in a case drawn :math:`w` times gets rank :math:`w(r-1)+1` on each of
+    its :math:`w` copies, so the sum becomes :math:`W^{\\circ 2} (R_m - 1) + W`; a missing
+    value gets one more than the largest present rank, :math:`w(r_{max}-1)+2`.
+    """
+    check_options(scheme, ties, aggregate, alpha)
+    weights = np.asarray(weights, dtype=np.float64)
+    if weights.ndim != 2 or weights.shape[1] != len(data.cases):
+        raise ConfigError(f"weights must have shape (n_draws, {len(data.cases)}), got {weights.shape}")
+    if ranks is None:
+        ranks = case_ranks(data, ties=ties)
+    if challenger_compat and (ties != "min" or scheme not in ("flare", "rank-then-aggregate")):
+        raise ConfigError(
+            "challenger_compat reproduces challengeR's joint ranking of duplicated cases with "
+            f"ties='min' and a rank-based scheme (flare, rank-then-aggregate); got ties={ties!r}, "
+            f"scheme={scheme!r}"
+        )
+    n_metrics = len(data.metrics)
+    if scheme in ("flare", "rank-then-aggregate"):
+        if challenger_compat:
+            missing = np.isnan(data.values)
+            all_missing = missing.all(axis=-1, keepdims=True)
+            top = np.where(missing, 0.0, ranks).max(axis=-1, keepdims=True)
+            slope = np.where(missing & ~all_missing, top - 1, ranks - 1)
+            offset = np.where(missing & ~all_missing, 2.0, 1.0)
+            squared = weights**2
+            per_metric = np.stack([squared @ slope[m] + weights @ offset[m] for m in range(n_metrics)])
+        else:
+            per_metric = np.stack([weights @ ranks[m] for m in range(n_metrics)])
+        if scheme == "flare":
+            return per_metric.sum(axis=0), per_metric
+    elif scheme == "aggregate-then-rank":
+        oriented = data.oriented()
+        per_metric = np.empty((n_metrics, weights.shape[0], len(data.teams)))
+        for m in range(n_metrics):
+            if aggregate == "mean":
+                missing = np.isnan(oriented[m])
+                summed = weights @ np.where(missing, 0.0, oriented[m])
+                # a drawn missing value cannot be averaged away: the aggregate is missing
+                summed[(weights @ missing) > 0] = np.nan
+                per_metric[m] = summed / weights.sum(axis=1, keepdims=True)
+            else:
+                per_metric[m] = _weighted_median(oriented[m], weights)
+    else:  # test-then-rank
+        if not np.all(weights == 1):
+            raise ConfigError("test-then-rank has no bootstrap here (a Wilcoxon test per pair "
+                              "and draw); bootstrap a rank-based scheme instead")
+        oriented = data.oriented()
+        per_metric = np.stack([
+            -significant_wins(oriented[m], alpha=alpha).astype(np.float64)[None, :]
+            for m in range(n_metrics)
+        ])
+    metric_ranks = rank_with_missing(per_metric, ties=ties)
+    return metric_ranks.sum(axis=0), per_metric
+
+
+@dataclass(frozen=True)
+class Ranking:
+    """A full ranking and the tables behind it.
+
+    Attributes
+    ----------
+    scheme, ties, aggregate
+        How it was ranked.
+    data
+        The ranking cube.
+    ranks
+        Per-case ranks, shape (n_metrics, n_cases, n_teams).
+    score
+        Each team's score (lower is better), shape (n_teams,): summed ranks (see
+        :func:`team_scores`).
+    team_rank
+        Final rank of each team, shape (n_teams,), ties by ``ties``.
+    mean_rank
+        ``score`` as a mean: over all case x metric ranks (``flare``) or over the per-metric
+        ranks (other schemes).
+    """
+
+    scheme: str
+    ties: str
+    aggregate: str
+    data: RankingData
+    ranks: FloatArray
+    score: FloatArray
+    team_rank: FloatArray
+    mean_rank: FloatArray
+
+    def leaderboard(self) -> pd.DataFrame:
+        """Columns ``rank, team, mean_rank``, then the mean raw value of each metric (over the
+        cases the team has), best first."""
+        import pandas as pd
+
+        values = self.data.values
+        present = ~np.isnan(values)
+        counts = present.sum(axis=1)
+        sums = np.where(present, values, 0.0).sum(axis=1)
+        means = np.divide(sums, counts, out=np.full(sums.shape, np.nan), where=counts > 0)
+        table = pd.DataFrame({
+            "rank": _as_int_if_whole(self.team_rank),
+            "team": list(self.data.teams),
+            "mean_rank": self.mean_rank,
+        })
+        for m, metric in enumerate(self.data.metrics):
+            table[metric.name] = means[m]
+        return table.sort_values(["rank", "mean_rank", "team"], kind="stable").reset_index(drop=True)
+
+    def case_ranks(self) -> pd.DataFrame:
+        """Columns ``team, case, metric, value, rank``: every team, case and metric, a missing
+        value as NaN with its (worst) rank."""
+        import pandas as pd
+
+        n_metrics, n_cases, n_teams = self.ranks.shape
+        m, c, k = np.meshgrid(np.arange(n_metrics), np.arange(n_cases), np.arange(n_teams),
+                              indexing="ij")
+        m, c, k = m.ravel(), c.ravel(), k.ravel()
+        table = pd.DataFrame({
+            "team": np.asarray(self.data.teams, dtype=object)[k],
+            "case": np.asarray(self.data.cases, dtype=object)[c],
+            "metric": np.asarray([x.name for x in self.data.metrics], dtype=object)[m],
+            "value": self.data.values.ravel(),
+            "rank": _as_int_if_whole(self.ranks.ravel()),
+        })
+        return table.sort_values(["team", "case", "metric"], kind="stable").reset_index(drop=True)
+
+
+def _as_int_if_whole(ranks: FloatArray) -> FloatArray:
+    """Ranks as integers when all are whole (``min`` ties), for readable tables."""
+    whole = np.all(ranks == np.round(ranks))
+    return ranks.astype(np.int64) if whole else ranks
+
+
+def rank_teams(
+    table: pd.DataFrame | RankingData,
+    *,
+    metrics: tuple[RankingMetric, ...] = FLARE23.ranking_metrics,
+    scheme: Scheme = "flare",
+    ties: Ties = "min",
+    aggregate: Aggregate = "mean",
+    alpha: float = 0.05,
+) -> Ranking:
+    """Rank the teams of a ranking table.
+
+    Parameters
+    ----------
+    table
+        Tidy table ``team, case, metric, value`` (or its :class:`RankingData` cube).
+    metrics
+        The criteria, their directions and floors (the preset's ``ranking_metrics``).
+    scheme
+        ``"flare"`` (pooled rank-then-aggregate, the FLARE 2023 rule), ``"rank-then-aggregate"``,
+        ``"aggregate-then-rank"`` or ``"test-then-rank"`` (challengeR's, per metric, combined
+        by mean rank); see the module docstring.
+    ties
+        How tied values share ranks, in each case and in the final order (challengeR: min).
+    aggregate
+        ``"mean"`` or ``"median"``, for ``aggregate-then-rank``.
+    alpha
+        Significance level, for ``test-then-rank`` (Holm-adjusted p-values).
+
+    Returns
+    -------
+    Ranking
+
+    Raises
+    ------
+    ConfigError
+        Unknown scheme, tie method or aggregate; a metric of the table that ``metrics``
+        lacks.
+
+    Notes
+    -----
+    With per-case ranks :math:`r_{mck}` of metric :math:`m`, case :math:`c`, team :math:`k`,
+    the ``flare`` score is :math:`\\bar r_k = \\frac{1}{MC}\\sum_{m,c} r_{mck}`.  A missing
+    value ranks worst in its case; a team missing a whole case ranks worst there for every
+    metric.
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> t = pd.DataFrame({"team": ["a", "b", "a", "b"], "case": ["1", "1", "2", "2"],
+    ...                   "metric": "organ_dsc", "value": [0.9, 0.8, 0.7, 0.7]})
+    >>> r = rank_teams(t, metrics=FLARE23.ranking_metrics[:1])
+    >>> r.leaderboard()[["rank", "team", "mean_rank"]].values.tolist()
+    [[1, 'a', 1.0], [2, 'b', 1.5]]
+    """
+    check_options(scheme, ties, aggregate, alpha)
+    data = table if isinstance(table, RankingData) else ranking_data(table, metrics)
+    ranks = case_ranks(data, ties=ties)
+    score, _ = team_scores(data, np.ones((1, len(data.cases))), scheme=scheme, ties=ties,
+                           aggregate=aggregate, alpha=alpha, ranks=ranks)
+    score = score[0]
+    n_metrics, n_cases = len(data.metrics), len(data.cases)
+    mean_rank = score / (n_metrics * n_cases) if scheme == "flare" else score / n_metrics
+    return Ranking(
+        scheme=scheme,
+        ties=ties,
+        aggregate=aggregate,
+        data=data,
+        ranks=ranks,
+        score=score,
+        team_rank=rank_with_missing(score, ties=ties),
+        mean_rank=mean_rank,
+    )

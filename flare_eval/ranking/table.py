@@ -1,0 +1,399 @@
+"""The ranking table: one tidy row ``team, case, metric, value`` per team, case and criterion.
+
+The table is the common currency of the ranking engine.  It is read from a tidy CSV/Parquet
+file or built from a results folder ``RESULTS/<team>/`` holding each team's ``flare-eval score``
+outputs (``per_case.csv``, optionally ``cases.csv``) and ``flare-eval run`` outputs
+(``runs.csv``).  Failed cases are turned into values here, once, so that every scheme ranks the
+same numbers; the rules are listed in :func:`table_from_results`.
+
+:func:`ranking_data` turns the table into the dense (metric, case, team) cube that the schemes
+rank with numpy; a (team, case, metric) absent from the table is a missing value (NaN there),
+which takes the worst rank of its case.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from flare_eval.errors import ConfigError, InputError
+from flare_eval.presets import FLARE23, Preset, RankingMetric
+from flare_eval.typing import FloatArray, StrPath
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+__all__ = [
+    "TABLE_COLUMNS",
+    "FAILED_PREDICTION_STATUSES",
+    "RankingWarning",
+    "RankingData",
+    "case_id",
+    "read_ranking_table",
+    "table_from_results",
+    "select_metrics",
+    "ranking_data",
+]
+
+#: Columns of the tidy ranking table, in order.
+TABLE_COLUMNS: tuple[str, ...] = ("team", "case", "metric", "value")
+#: ``cases.csv`` statuses that make a case's DSC and NSD 0 (the prediction's fault).
+FAILED_PREDICTION_STATUSES: tuple[str, ...] = ("missing_prediction", "bad_prediction")
+
+
+class RankingWarning(UserWarning):
+    """Ranking input is incomplete: a criterion nobody has, a team without run outputs..."""
+
+
+@dataclass(frozen=True)
+class RankingData:
+    """The ranking table as a dense cube, the form the schemes rank.
+
+    Attributes
+    ----------
+    teams, cases
+        Sorted team names and case ids (axes 2 and 1 of ``values``).
+    metrics
+        The criteria, in preset order (axis 0).
+    values
+        Raw values, shape (n_metrics, n_cases, n_teams); NaN where the table has no row.
+    """
+
+    teams: tuple[str, ...]
+    cases: tuple[str, ...]
+    metrics: tuple[RankingMetric, ...]
+    values: FloatArray
+
+    def oriented(self) -> FloatArray:
+        """Values as ranked: floors applied, then signed so that lower is better.
+
+        A metric's ``floor`` makes every value better than it equal to it (FLARE23 runtimes
+        under 15 s all count as 15 s, so they tie); higher-is-better metrics are negated.
+        NaN stays NaN.
+        """
+        out = np.empty_like(self.values)
+        for m, metric in enumerate(self.metrics):
+            v = self.values[m]
+            if metric.floor is not None:
+                v = np.minimum(v, metric.floor) if metric.higher_is_better else np.maximum(v, metric.floor)
+            out[m] = -v if metric.higher_is_better else v
+        return out
+
+
+def case_id(name: str, *, image: bool = False) -> str:
+    """The case id of a file name.
+
+    Parameters
+    ----------
+    name
+        A label file name ``<id>.nii.gz`` (the scorer's ``Name``), or with ``image=True`` an
+        input image name ``<id>_0000.nii.gz`` (the runner's ``Name``); a folder part is ignored.
+    image
+        Also strip the ``_0000`` channel suffix.  Not guessed from the name: an id may itself
+        end in ``_0000``.
+
+    Examples
+    --------
+    >>> case_id("FLARE23Ts_0001.nii.gz"), case_id("FLARE23Ts_0001_0000.nii.gz", image=True)
+    ('FLARE23Ts_0001', 'FLARE23Ts_0001')
+    """
+    name = str(name).strip().replace("\\", "/").rsplit("/", 1)[-1]
+    for extension in (".nii.gz", ".nii"):
+        if name.endswith(extension):
+            name = name[: -len(extension)]
+            break
+    if image and name.endswith("_0000"):
+        name = name[: -len("_0000")]
+    return name
+
+
+def _check_table(table: pd.DataFrame, source: str) -> pd.DataFrame:
+    import pandas as pd
+
+    missing = [c for c in TABLE_COLUMNS if c not in table.columns]
+    if missing:
+        raise InputError(
+            f"{source}: a ranking table needs columns {list(TABLE_COLUMNS)}, "
+            f"missing {missing} (got {list(table.columns)})",
+            hint="give a tidy table team, case, metric, value or a results folder RESULTS/<team>/",
+        )
+    out = table.loc[:, list(TABLE_COLUMNS)].copy()
+    for col in ("team", "case", "metric"):
+        if out[col].isna().any():
+            raise InputError(f"{source}: column {col!r} has empty cells")
+        out[col] = out[col].astype(str)
+    try:
+        out["value"] = pd.to_numeric(out["value"]).astype(np.float64)
+    except (TypeError, ValueError) as err:
+        raise InputError(f"{source}: column 'value' must be numeric ({err})") from None
+    dup = out.duplicated(["team", "case", "metric"], keep=False)
+    if dup.any():
+        first = out.loc[dup].iloc[0]
+        raise InputError(
+            f"{source}: {int(dup.sum())} rows repeat a (team, case, metric), e.g. "
+            f"({first['team']!r}, {first['case']!r}, {first['metric']!r})",
+            hint="each team has at most one value per case and metric",
+        )
+    return out.reset_index(drop=True)
+
+
+def _read_csv(path: Path) -> pd.DataFrame:
+    import pandas as pd
+
+    try:
+        return pd.read_csv(path)
+    except (OSError, ValueError) as err:
+        raise InputError(f"cannot read table {path}: {err}") from None
+
+
+def _team_table(folder: Path, preset: Preset) -> tuple[pd.DataFrame, bool]:
+    """The rows of one team folder and whether it had ``runs.csv``."""
+    import pandas as pd
+
+    team = folder.name
+    per_case = _read_csv(folder / "per_case.csv")
+    organ_names = [preset.class_info(label).name for label in preset.organ_labels]
+    wanted = ["Name"] + [f"{n}_{k}" for k in ("DSC", "NSD") for n in organ_names]
+    if preset.lesion_label is not None:
+        lesion = preset.class_info(preset.lesion_label).name
+        wanted += [f"{lesion}_DSC", f"{lesion}_NSD"]
+    absent = [c for c in wanted if c not in per_case.columns]
+    if absent:
+        raise InputError(
+            f"{folder / 'per_case.csv'}: missing columns {absent}",
+            hint="give the per_case.csv written by 'flare-eval score'",
+        )
+    cases = per_case["Name"].map(case_id)
+    if cases.duplicated().any():
+        raise InputError(f"{folder / 'per_case.csv'}: case {cases[cases.duplicated()].iloc[0]!r} "
+                         "appears twice")
+    scores = per_case.drop(columns="Name").apply(pd.to_numeric, errors="coerce")
+    scores.index = cases.to_numpy()
+    status_path = folder / "cases.csv"
+    if status_path.is_file():
+        status = _read_csv(status_path)
+        if "status" in status.columns and "case" in status.columns:
+            failed = status.loc[status["status"].isin(FAILED_PREDICTION_STATUSES), "case"]
+            failed_ids = [c for c in failed.astype(str) if c in scores.index]
+            # the scorer already writes 0 there; enforcing it keeps a hand-edited table honest
+            scores.loc[failed_ids, :] = 0.0
+    # NaN in an organ (a reference-side rule such as single_slice_z_crop="nan") propagates to
+    # the organ mean: it comes from the reference, so every team gets it and they tie
+    columns = {
+        "organ_dsc": scores[[f"{n}_DSC" for n in organ_names]].mean(axis=1, skipna=False),
+        "organ_nsd": scores[[f"{n}_NSD" for n in organ_names]].mean(axis=1, skipna=False),
+    }
+    if preset.lesion_label is not None:
+        columns["lesion_dsc"] = scores[f"{lesion}_DSC"]
+        columns["lesion_nsd"] = scores[f"{lesion}_NSD"]
+    runs_path = folder / "runs.csv"
+    has_runs = runs_path.is_file()
+    if has_runs:
+        runs = _read_csv(runs_path)
+        need = ["status", "time_s", "auc_gpu_over_tolerance_mibs"]
+        if not {"case", "name"} & set(runs.columns) or any(c not in runs.columns for c in need):
+            raise InputError(f"{runs_path}: needs columns case (or name), {need}; "
+                             f"got {list(runs.columns)}", hint="give the runs.csv of 'flare-eval run'")
+        ids = (runs["case"].astype(str) if "case" in runs.columns
+               else runs["name"].map(lambda n: case_id(n, image=True)))
+        ok = (runs["status"] == "ok").to_numpy()
+        runtime = np.where(ok, pd.to_numeric(runs["time_s"], errors="coerce"), preset.failed_runtime_s)
+        gpu = np.where(ok, pd.to_numeric(runs["auc_gpu_over_tolerance_mibs"], errors="coerce"),
+                       preset.failed_gpu_auc_mibs)
+        columns["runtime"] = pd.Series(runtime, index=ids.to_numpy())
+        columns["gpu_auc"] = pd.Series(gpu, index=ids.to_numpy())
+        if ids.duplicated().any():
+            raise InputError(f"{runs_path}: case {ids[ids.duplicated()].iloc[0]!r} appears twice")
+    frames = [
+        pd.DataFrame({"team": team, "case": s.index, "metric": metric, "value": s.to_numpy()})
+        for metric, s in columns.items()
+    ]
+    return pd.concat(frames, ignore_index=True), has_runs
+
+
+def table_from_results(results: StrPath, *, preset: Preset = FLARE23) -> pd.DataFrame:
+    """Build the ranking table from a results folder ``RESULTS/<team>/``.
+
+    Parameters
+    ----------
+    results
+        A folder with one sub-folder per team, each holding that team's ``flare-eval score``
+        outputs (``per_case.csv``, optionally ``cases.csv``) and optionally its ``flare-eval run``
+        outputs (``runs.csv``).  Sub-folders with neither ``per_case.csv`` nor ``runs.csv`` are
+        ignored.
+    preset
+        Names the organ and lesion columns and gives the failure penalties.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Columns ``team, case, metric, value``; metrics ``organ_dsc``, ``organ_nsd`` (means of
+        the organ columns of ``per_case.csv``), ``lesion_dsc``, ``lesion_nsd``, ``runtime``
+        (``time_s`` of ``runs.csv``, s) and ``gpu_auc`` (``auc_gpu_over_tolerance_mibs``, MiB*s).
+
+    Raises
+    ------
+    InputError
+        No team folder, a team with ``runs.csv`` but no ``per_case.csv``, missing columns,
+        a case listed twice.
+
+    Warns
+    -----
+    RankingWarning
+        Some teams have ``runs.csv`` and others not: those without have no runtime and GPU
+        values, which rank worst in every case.
+
+    Notes
+    -----
+    Failed cases are values, never dropped rows:
+
+    - ``cases.csv`` status ``missing_prediction`` or ``bad_prediction``: every DSC and NSD of
+      the case is 0 (the scorer writes 0 already; this enforces it);
+    - ``runs.csv`` status other than ``ok``: runtime ``preset.failed_runtime_s`` and GPU AUC
+      ``preset.failed_gpu_auc_mibs`` (FLARE22: 3600 s and a full 16 GB GPU for 3600 s);
+    - a case in no row of a team's tables is missing and takes the worst rank of its case.
+
+    Case ids are the file names without ``.nii.gz`` and the ``_0000`` channel suffix, so the
+    scorer's ``<id>.nii.gz`` and the runner's ``<id>_0000.nii.gz`` meet.  An organ NaN (only a
+    reference-side rule writes one) makes the organ mean NaN: a missing value.
+    """
+    import pandas as pd
+
+    root = Path(results)
+    if not root.is_dir():
+        raise InputError(f"results folder {root} does not exist",
+                         hint="give RESULTS/ with one folder per team, or a tidy CSV/Parquet table")
+    frames, with_runs, without_runs = [], [], []
+    for folder in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        if not (folder / "per_case.csv").is_file():
+            if (folder / "runs.csv").is_file():
+                raise InputError(f"team folder {folder} has runs.csv but no per_case.csv",
+                                 hint="score the team's predictions: flare-eval score --out "
+                                      f"{folder} ...")
+            continue
+        rows, has_runs = _team_table(folder, preset)
+        frames.append(rows)
+        (with_runs if has_runs else without_runs).append(folder.name)
+    if not frames:
+        raise InputError(f"results folder {root} holds no team folder with a per_case.csv",
+                         hint="expected RESULTS/<team>/per_case.csv from 'flare-eval score'")
+    if with_runs and without_runs:
+        warnings.warn(
+            f"teams {without_runs} have no runs.csv: their runtime and gpu_auc are missing and "
+            "take the worst rank in every case",
+            RankingWarning,
+            stacklevel=2,
+        )
+    return _check_table(pd.concat(frames, ignore_index=True), str(root))
+
+
+def read_ranking_table(source: StrPath, *, preset: Preset = FLARE23) -> pd.DataFrame:
+    """Read a ranking table: a tidy ``.csv``/``.parquet`` file or a results folder.
+
+    Parameters
+    ----------
+    source
+        A file with columns ``team, case, metric, value`` (extra columns are ignored), or a
+        results folder (see :func:`table_from_results`).
+    preset
+        Used for a results folder only.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Columns ``team, case, metric, value`` (str, str, str, float64).
+
+    Raises
+    ------
+    InputError
+        Unreadable file, missing columns, non-numeric values, repeated (team, case, metric).
+    """
+    import pandas as pd
+
+    path = Path(source)
+    if path.is_dir():
+        return table_from_results(path, preset=preset)
+    if not path.is_file():
+        raise InputError(f"ranking input {path} does not exist",
+                         hint="give a results folder or a tidy .csv/.parquet table")
+    if path.suffix == ".parquet":
+        try:
+            table = pd.read_parquet(path)
+        except (ImportError, OSError, ValueError) as err:
+            raise InputError(f"cannot read Parquet table {path}: {err}",
+                             hint="Parquet needs pyarrow: pip install flare-eval[parquet]") from None
+    else:
+        table = _read_csv(path)
+    return _check_table(table, str(path))
+
+
+def select_metrics(
+    table: pd.DataFrame, metrics: tuple[RankingMetric, ...] = FLARE23.ranking_metrics
+) -> tuple[tuple[RankingMetric, ...], tuple[str, ...]]:
+    """The criteria of ``metrics`` the table has, and the names of those it lacks.
+
+    Raises
+    ------
+    ConfigError
+        The table holds a metric whose direction ``metrics`` does not give.
+
+    Warns
+    -----
+    RankingWarning
+        For every criterion no row of the table has (dropped from the ranking).
+    """
+    present = set(table["metric"].unique())
+    known = {m.name for m in metrics}
+    unknown = sorted(present - known)
+    if unknown:
+        raise ConfigError(
+            f"ranking table has metric(s) {unknown} with no direction; known: {sorted(known)}",
+            hint="use the preset's metric names or a preset that declares these metrics",
+        )
+    kept = tuple(m for m in metrics if m.name in present)
+    dropped = tuple(m.name for m in metrics if m.name not in present)
+    if dropped:
+        warnings.warn(f"no team has metric(s) {list(dropped)}: ranked without them",
+                      RankingWarning, stacklevel=2)
+    if not kept:
+        raise InputError("the ranking table has no rows", hint="check the results folder")
+    return kept, dropped
+
+
+def ranking_data(
+    table: pd.DataFrame, metrics: tuple[RankingMetric, ...] = FLARE23.ranking_metrics
+) -> RankingData:
+    """The table as a dense (metric, case, team) cube.
+
+    Parameters
+    ----------
+    table
+        Columns ``team, case, metric, value`` (see :func:`read_ranking_table`).
+    metrics
+        The criteria and their directions; every metric of the table must be among them and
+        those absent from the table are dropped with a :class:`RankingWarning`.
+
+    Returns
+    -------
+    RankingData
+        Teams and cases sorted; a (team, case, metric) without a row is NaN.
+    """
+    import pandas as pd
+
+    table = _check_table(table, "ranking table")
+    kept, _ = select_metrics(table, metrics)
+    teams = pd.Categorical(table["team"])
+    cases = pd.Categorical(table["case"])
+    metric_codes = pd.Categorical(table["metric"], categories=[m.name for m in kept]).codes
+    values = np.full((len(kept), len(cases.categories), len(teams.categories)), np.nan)
+    values[metric_codes, cases.codes, teams.codes] = table["value"].to_numpy()
+    return RankingData(
+        teams=tuple(teams.categories),
+        cases=tuple(cases.categories),
+        metrics=kept,
+        values=values,
+    )
