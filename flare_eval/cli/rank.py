@@ -89,103 +89,20 @@ def _print_leaderboard(leaderboard: pd.DataFrame, boot: Bootstrap | None, scheme
     (console if console.is_terminal else Console(width=160)).print(table)
 
 
-def _median_tau(boot: Bootstrap | None) -> float | None:
-    """Median of the defined taus (tau is undefined when a ranking is all ties)."""
-    import numpy as np
-
-    if boot is None:
-        return None
-    taus = boot.tau[~np.isnan(boot.tau)]
-    return float(np.median(taus)) if taus.size else None
-
-
 def run_rank(args: argparse.Namespace) -> int:
     """Handler of ``flare-eval rank``."""
-    import json
-    import platform
     import sys
-    import warnings
-    from pathlib import Path
 
-    import numpy as np
-    import pandas as pd
-    import scipy
-
-    from flare_eval import __version__
-    from flare_eval.errors import EXIT_OK, ConfigError
-    from flare_eval.io import atomic_write_text, write_table
+    from flare_eval.errors import EXIT_OK
     from flare_eval.presets import get_preset
-    from flare_eval.ranking import (
-        bootstrap_ranking,
-        pairwise_significance,
-        rank_teams,
-        ranking_data,
-        read_ranking_table,
+    from flare_eval.ranking.pipeline import rank_results
+
+    outputs = rank_results(
+        args.results, args.out, preset=get_preset(args.preset), scheme=args.scheme,
+        ties=args.ties, aggregate=args.aggregate, alpha=args.alpha, n_bootstrap=args.bootstrap,
+        seed=args.seed, challenger_compat=args.challenger_compat,
     )
-
-    preset = get_preset(args.preset)
-    ties = args.ties or preset.tie_method
-    if args.bootstrap < 0:
-        raise ConfigError(f"--bootstrap must be 0 or more, got {args.bootstrap}")
-    if args.bootstrap and args.scheme == "test-then-rank":
-        raise ConfigError("test-then-rank has no bootstrap", hint="add --bootstrap 0")
-    if args.challenger_compat and not args.bootstrap:
-        raise ConfigError("--challenger-compat only changes the bootstrap",
-                          hint="drop it or give --bootstrap N")
-    out = Path(args.out)
-
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        table = read_ranking_table(args.results, preset=preset)
-        data = ranking_data(table, preset.ranking_metrics)
-    messages = [str(w.message) for w in caught]
-    for message in messages:
+    for message in outputs.warnings:
         print(f"flare-eval rank: warning: {message}", file=sys.stderr)
-    dropped = [m.name for m in preset.ranking_metrics if m not in data.metrics]
-
-    ranking = rank_teams(data, scheme=args.scheme, ties=ties, aggregate=args.aggregate,
-                         alpha=args.alpha)
-    boot = None
-    if args.bootstrap:
-        boot = bootstrap_ranking(data, n_bootstrap=args.bootstrap, seed=args.seed,
-                                 scheme=args.scheme, ties=ties, aggregate=args.aggregate,
-                                 challenger_compat=args.challenger_compat)
-    significance = pairwise_significance(table, metrics=data.metrics, alpha=args.alpha)
-
-    leaderboard = ranking.leaderboard()
-    write_table(table, out / "ranking_table.csv")
-    write_table(ranking.case_ranks(), out / "case_ranks.csv")
-    write_table(leaderboard, out / "leaderboard.csv")
-    if boot is not None:
-        write_table(boot.kendall_table(), out / "bootstrap_kendall.csv")
-        write_table(boot.ranks_table(), out / "bootstrap_ranks.csv")
-        write_table(boot.summary(), out / "bootstrap_summary.csv")
-    write_table(significance, out / "significance.csv")
-    record = {
-        "scheme": args.scheme,
-        "aggregate": args.aggregate,
-        "ties": ties,
-        "preset": preset.name,
-        "metrics": [{"name": m.name, "higher_is_better": m.higher_is_better, "floor": m.floor}
-                    for m in data.metrics],
-        "dropped_metrics": dropped,
-        "seed": args.seed,
-        "n_bootstrap": args.bootstrap,
-        "challenger_compat": args.challenger_compat,
-        "alpha": args.alpha,
-        "significance": "one-sided paired Wilcoxon signed-rank, normal approximation with "
-                        "continuity correction, zero differences dropped, Holm over the "
-                        "K(K-1) ordered pairs of each metric",
-        "missing_values": "a missing value takes the worst rank of its case (max + 1)",
-        "n_teams": len(data.teams),
-        "n_cases": len(data.cases),
-        "source": str(args.results),
-        "warnings": messages,
-        "median_tau": _median_tau(boot),
-        "versions": {"flare_eval": __version__, "python": platform.python_version(),
-                     "numpy": np.__version__, "scipy": scipy.__version__,
-                     "pandas": pd.__version__},
-    }
-    atomic_write_text(out / "ranking.json", json.dumps(record, indent=2) + "\n")
-    _print_leaderboard(leaderboard, boot, args.scheme)
+    _print_leaderboard(outputs.leaderboard, outputs.bootstrap, args.scheme)
     return EXIT_OK

@@ -4,6 +4,7 @@ and pairwise significance, all on the tidy table ``team, case, metric, value``."
 from __future__ import annotations
 
 from flare_eval.ranking.bootstrap import Bootstrap, bootstrap_ranking, draw_counts, kendall_tau_b
+from flare_eval.ranking.pipeline import RankOutputs, rank_results
 from flare_eval.ranking.schemes import (
     AGGREGATES,
     SCHEMES,
@@ -43,6 +44,8 @@ __all__ = [
     "Ranking",
     "RankingData",
     "RankingWarning",
+    "RankOutputs",
+    "rank_results",
     "bootstrap_ranking",
     "case_id",
     "case_ranks",

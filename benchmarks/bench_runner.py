@@ -1,0 +1,170 @@
+"""Runner benchmark against the official harness's ways, run in the same script.
+
+    python benchmarks/bench_runner.py [--cases 5]
+
+1. Sampling period with a slow NVML query (a scripted 30 ms query, no GPU needed): our
+   deadline scheduler against the official loop (query, then ``sleep(0.1)``).
+2. Per-case wall time of a trivial submission: ``flare-eval``'s docker backend (create, start,
+   wait, logs, remove, output check, records) against the official ``docker container run
+   --rm`` through the CLI. Needs a docker engine (``DOCKER_HOST``) and busybox; skipped
+   with a message otherwise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import shutil
+import subprocess
+import sys
+import tarfile
+import tempfile
+import threading
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+
+from flare_eval.runner import DockerBackend, DockerOptions, ResourceSampler, run_submission
+
+PREDICT_SH = (
+    'f=$(ls /workspace/inputs)\n'
+    'cp "/workspace/inputs/$f" "/workspace/outputs/${f%_0000.nii.gz}.nii.gz"\n'
+)
+
+
+class SlowNVML:
+    """NVML stand-in whose memory query takes 30 ms (a busy driver)."""
+
+    NVMLError = RuntimeError
+
+    def nvmlInit(self):
+        pass
+
+    def nvmlShutdown(self):
+        pass
+
+    def nvmlDeviceGetHandleByIndex(self, index):
+        return index
+
+    def nvmlDeviceGetMemoryInfo(self, handle):
+        time.sleep(0.03)
+        return SimpleNamespace(total=16 * 2**30, free=8 * 2**30)
+
+
+def bench_sampler(seconds: float = 2.0) -> None:
+    nvml = SlowNVML()
+    with ResourceSampler(0, nvml=nvml) as sampler:
+        sampler.start()
+        time.sleep(seconds)
+        ours = np.diff(sampler.stop().t_s)
+    stamps: list[float] = []
+    stop = threading.Event()
+
+    def official() -> None:
+        while not stop.is_set():
+            nvml.nvmlDeviceGetMemoryInfo(0)
+            stamps.append(time.monotonic())
+            time.sleep(0.1)
+
+    thread = threading.Thread(target=official)
+    thread.start()
+    time.sleep(seconds)
+    stop.set()
+    thread.join()
+    anchor = np.diff(stamps)
+    print(f"sampling period, 30 ms query, {seconds:.0f} s: ours {ours.mean() * 1000:.1f} ms "
+          f"({ours.size + 1} samples), official loop {anchor.mean() * 1000:.1f} ms "
+          f"({anchor.size + 1} samples); ratio official/ours {anchor.mean() / ours.mean():.3f} "
+          f"(nominal 0.1 s: ours is off by {abs(ours.mean() - 0.1) * 1000:.1f} ms)")
+
+
+def _image(client) -> str:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        tar.add(shutil.which("busybox"), arcname="bin/busybox")
+        for applet in ("sh", "ls", "cp"):
+            link = tarfile.TarInfo(f"bin/{applet}")
+            link.type, link.linkname = tarfile.SYMTYPE, "busybox"
+            tar.addfile(link)
+        info = tarfile.TarInfo("workspace/predict.sh")
+        info.size = len(PREDICT_SH)
+        tar.addfile(info, io.BytesIO(PREDICT_SH.encode()))
+    client.api.import_image_from_data(buffer.getvalue(), repository="flare-eval-bench",
+                                      tag="latest", changes=["WORKDIR /workspace", "ENV PATH=/bin"])
+    return "flare-eval-bench:latest"
+
+
+def bench_docker(n_cases: int) -> None:
+    try:
+        import docker
+
+        client = docker.from_env()
+        client.ping()
+    except Exception as err:  # any failure: no engine to benchmark on
+        print(f"docker per-case time: skipped, no docker engine answers ({err})")
+        return
+    if shutil.which("busybox") is None or shutil.which("docker") is None:
+        print("docker per-case time: skipped, needs busybox and the docker CLI")
+        return
+    import nibabel as nib
+
+    image = _image(client)
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        inputs = root / "inputs"
+        inputs.mkdir()
+        for i in range(n_cases):
+            nib.save(nib.Nifti1Image(np.zeros((8, 8, 8), np.uint8), np.eye(4)),
+                     inputs / f"case{i}_0000.nii.gz")
+        ours: list[float] = []
+        anchor: list[float] = []
+        anchor_no_net: list[float] = []
+        statuses: set[str] = set()
+        # Alternate blocks so a busy neighbour on a shared machine slows both sides alike.
+        for rep in range(2):
+            for case in sorted(inputs.iterdir()):
+                anchor.append(_official_run(image, case, root))
+                anchor_no_net.append(_official_run(image, case, root, "--network=none"))
+            records = run_submission(
+                DockerBackend(client, image, DockerOptions(memory="64m", shm_size="8m")),
+                inputs, root / f"out{rep}", team="bench", progress=False)
+            ours += [r["time_s"] for r in records]
+            statuses |= {r["status"] for r in records}
+    client.images.remove(image, force=True)
+    print(f"docker per-case time, {n_cases} trivial cases x 2 (statuses {sorted(statuses)}): "
+          f"median ours {np.median(ours):.3f} s, official 'docker container run --rm' "
+          f"{np.median(anchor):.3f} s; ratio ours/official {np.median(ours) / np.median(anchor):.3f}")
+    # Our default sandbox has no network; the namespace costs the same to the official command.
+    no_net = np.median(anchor_no_net)
+    print(f"  the official command with our default --network=none: median {no_net:.3f} s; "
+          f"ratio ours/that {np.median(ours) / no_net:.3f}")
+
+
+def _official_run(image: str, case: Path, root: Path, *extra: str) -> float:
+    """One case the official way: the docker CLI's ``run --rm``, timed around the call."""
+    case_in, case_out = root / "official_in", root / "official_out"
+    shutil.rmtree(case_in, ignore_errors=True)
+    shutil.rmtree(case_out, ignore_errors=True)
+    case_in.mkdir()
+    case_out.mkdir()
+    shutil.copy(case, case_in)
+    t0 = time.monotonic()
+    subprocess.run(["docker", "container", "run", *extra, "--shm-size=8m", "-m", "64m", "--rm", "-v",
+                    f"{case_in}:/workspace/inputs/", "-v", f"{case_out}:/workspace/outputs/",
+                    image, "/bin/sh", "-c", "sh predict.sh"], check=True, capture_output=True)
+    return time.monotonic() - t0
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--cases", type=int, default=5)
+    args = parser.parse_args()
+    bench_sampler()
+    bench_docker(args.cases)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,58 @@
+"""``flare-eval demo``: a whole synthetic challenge, scored, ranked and reported."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+__all__ = ["register", "run_demo_verb"]
+
+_DESCRIPTION = """\
+Build a synthetic challenge with no data and no docker: CT-like phantoms, simulated teams
+with different error and efficiency profiles (one fails a case or two), score every team,
+rank them with the bootstrap and write DIR/report.html.
+
+DIR gets challenge/ (phantoms), submissions/<team>/, results/<team>/ (score outputs and a
+simulated runs.csv), results/ranking/ (rank outputs), figures/ and report.html.
+
+example:
+  flare-eval demo --out demo && open demo/report.html"""
+
+
+def register(subparsers: Any) -> None:
+    """Add the ``demo`` verb."""
+    from flare_eval.cli.main import HelpFormatter
+
+    parser = subparsers.add_parser(
+        "demo", help="synthetic challenge end to end: phantoms, teams, scores, ranking, report",
+        description=_DESCRIPTION, formatter_class=HelpFormatter,
+    )
+    parser.add_argument("--out", required=True, type=Path, metavar="DIR", help="output folder")
+    parser.add_argument("--cases", type=int, default=8, help="phantom cases")
+    parser.add_argument("--teams", type=int, default=5, help="simulated teams (1 to 8)")
+    parser.add_argument("--bootstrap", type=int, default=200, metavar="N",
+                        help="bootstrap samples of the ranking")
+    parser.add_argument("--seed", type=int, default=0, help="seed of every random draw")
+    parser.set_defaults(handler=run_demo_verb)
+
+
+def run_demo_verb(args: argparse.Namespace) -> int:
+    """Handler of ``flare-eval demo``."""
+    from rich.progress import Progress
+
+    from flare_eval.demo import run_demo
+    from flare_eval.errors import EXIT_OK
+
+    with Progress(transient=True) as bar:
+        tasks: dict[str, Any] = {}
+
+        def progress(stage: str, done: int, total: int) -> None:
+            if stage not in tasks:
+                tasks[stage] = bar.add_task(stage, total=total)
+            bar.update(tasks[stage], completed=done)
+
+        path = run_demo(args.out, cases=args.cases, teams=args.teams, n_bootstrap=args.bootstrap,
+                        seed=args.seed, progress=progress)
+    print(f"wrote {path}")
+    return EXIT_OK

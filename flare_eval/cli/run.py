@@ -1,0 +1,125 @@
+"""``flare-eval run``: run a submission on every case, one fresh container per case, and time it."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from flare_eval.errors import EXIT_OK, EXIT_PARTIAL
+
+__all__ = ["register"]
+
+DESCRIPTION = """\
+Run a team's docker image (a 'docker save' tarball or an image name) on every
+INPUTS/<id>_0000.nii.gz, each case alone in a fresh container, as the official FLARE
+harness: /workspace/inputs (read-only) holds the case, the submission writes
+/workspace/outputs/<id>.nii.gz, the command is 'sh predict.sh' in the image's working
+directory. Each run is timed on the host; with --gpu, device-wide GPU memory is sampled
+through NVML every 0.1 s. Writes into OUT/<team>/:
+  predictions/<id>.nii.gz      valid outputs (feed them to 'flare-eval score')
+  efficiency/<id>_0000.json    official samples (gpu_memory, cpu_list, RAM_list, time) + timestamps
+  <team>_Efficiency.csv        official efficiency table, a row for every case
+  runs.csv                     status (ok | timeout | crash | oom | no_output | bad_output | error),
+                               exit code, OOM kill, time, max GPU memory, official, trapezoid and
+                               over-tolerance GPU areas
+  logs/<id>.stdout.txt, .stderr.txt   capped logs
+Re-running the same command resumes: finished cases are skipped (status 'error', a failure
+of the engine, is retried). '--backend local --submission DIR' runs DIR/predict.sh under
+bubblewrap with the same contract, without docker (no memory limit there).
+
+example:
+  flare-eval run --image teamx.tar.gz --inputs test_images --out results --gpu 0 --timeout 600
+"""
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    from flare_eval.cli.main import HelpFormatter
+    from flare_eval.presets import FLARE23
+
+    p = subparsers.add_parser(
+        "run", help="run a submission's container on every case and measure its efficiency",
+        description=DESCRIPTION, formatter_class=HelpFormatter,
+    )
+    p.add_argument("--image", metavar="IMAGE_OR_TARBALL", default=None,
+                   help="docker save tarball or image name (docker backend)")
+    p.add_argument("--inputs", required=True, type=Path, metavar="DIR",
+                   help="folder of <id>_0000.nii.gz images")
+    p.add_argument("--out", required=True, type=Path, metavar="DIR", help="results root folder")
+    p.add_argument("--team", default=None,
+                   help="team name (default: the tarball's or submission folder's name, lowercased)")
+    p.add_argument("--gpu", type=int, default=None, metavar="INDEX",
+                   help="GPU given to the container (--gpus device=INDEX) and sampled; none if unset")
+    p.add_argument("--timeout", type=float, default=None, metavar="SECONDS",
+                   help="kill a case after this long (default: wait forever, as the official harness)")
+    p.add_argument("--backend", choices=("docker", "local"), default="docker",
+                   help="docker containers, or a local folder under bubblewrap")
+    p.add_argument("--submission", type=Path, default=None, metavar="DIR",
+                   help="folder with predict.sh (local backend)")
+    p.add_argument("--memory", default="28g", help="container memory limit, swap included")
+    p.add_argument("--shm-size", default="28g", help="container /dev/shm size")
+    p.add_argument("--network", default="none", help="container network mode")
+    p.add_argument("--pids-limit", type=int, default=4096, help="most processes in a container")
+    p.add_argument("--per-process-gpu", action="store_true",
+                   help="also record the GPU memory of the container's own processes")
+    p.add_argument("--gpu-tolerance-mib", type=float, default=FLARE23.gpu_tolerance_mib,
+                   help="tolerance of the over-tolerance GPU area in runs.csv")
+    p.add_argument("--retry-failed", action="store_true",
+                   help="re-run cases recorded with any status but ok")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(handler=run)
+
+
+def _default_team(source: str) -> str:
+    name = Path(source.rstrip("/")).name
+    for suffix in (".tar.gz", ".tgz", ".tar"):
+        if name.endswith(suffix):
+            return name[: -len(suffix)].lower()
+    return name.split(":")[0].lower()
+
+
+def run(args: argparse.Namespace) -> int:
+    import sys
+    import warnings
+
+    from flare_eval.errors import ConfigError, RunnerError
+    from flare_eval.runner import DockerBackend, DockerOptions, LocalBackend, load_image, run_submission
+
+    if args.backend == "local":
+        if args.submission is None:
+            raise ConfigError("--backend local needs --submission DIR (a folder with predict.sh)")
+        backend = LocalBackend(args.submission, network=args.network)
+        source = str(args.submission)
+    else:
+        if args.image is None:
+            raise ConfigError("--backend docker needs --image IMAGE_OR_TARBALL")
+        import docker
+
+        try:
+            client = docker.from_env()
+            client.ping()
+        except docker.errors.DockerException as err:
+            raise RunnerError(f"no docker engine answers ({err})",
+                              hint="start dockerd, or set DOCKER_HOST") from None
+        options = DockerOptions(gpu_index=args.gpu, memory=args.memory, shm_size=args.shm_size,
+                                network=args.network, pids_limit=args.pids_limit)
+        backend = DockerBackend(client, load_image(client, args.image), options)
+        source = args.image
+    team = args.team or _default_team(source)
+    if args.gpu is None:
+        print("flare-eval run: note: no --gpu given, GPU memory is not sampled", file=sys.stderr)
+    with warnings.catch_warnings():
+        # One plain line per warning (no GPU, no NVML...) instead of a source location.
+        warnings.showwarning = lambda message, *_, **__: print(
+            f"flare-eval run: warning: {message}", file=sys.stderr)
+        records = run_submission(
+            backend, args.inputs, args.out, team=team, timeout_s=args.timeout,
+            gpu_index=args.gpu, per_process_gpu=args.per_process_gpu,
+            gpu_tolerance_mib=args.gpu_tolerance_mib, retry_failed=args.retry_failed,
+            progress=not args.no_progress,
+        )
+    failed = [r for r in records if r["status"] != "ok"]
+    print(f"flare-eval run: {len(records) - len(failed)}/{len(records)} cases ok; results in "
+          f"{args.out / team}", file=sys.stderr)
+    for r in failed:
+        print(f"  {r['case']}: {r['status']}: {r['message']}", file=sys.stderr)
+    return EXIT_PARTIAL if failed else EXIT_OK

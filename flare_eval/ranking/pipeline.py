@@ -1,0 +1,141 @@
+"""Rank a results folder (or a tidy table) and write every ranking output, atomically.
+
+The one function behind ``flare-eval rank``, the demo and the organizer pipeline.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import scipy
+
+from flare_eval.errors import ConfigError
+from flare_eval.io import atomic_write_text, write_table
+from flare_eval.presets import FLARE23, Preset
+from flare_eval.ranking.bootstrap import Bootstrap, bootstrap_ranking
+from flare_eval.ranking.schemes import rank_teams
+from flare_eval.ranking.significance import pairwise_significance
+from flare_eval.ranking.table import ranking_data, read_ranking_table
+from flare_eval.typing import StrPath
+
+__all__ = ["RankOutputs", "rank_results"]
+
+
+@dataclass(frozen=True)
+class RankOutputs:
+    """What :func:`rank_results` computed (its files are in ``out_dir``)."""
+
+    leaderboard: pd.DataFrame
+    bootstrap: Bootstrap | None
+    warnings: list[str]
+    out_dir: Path
+
+    @property
+    def median_tau(self) -> float | None:
+        if self.bootstrap is None:
+            return None
+        taus = self.bootstrap.tau[~np.isnan(self.bootstrap.tau)]
+        return float(np.median(taus)) if taus.size else None
+
+
+def rank_results(
+    results: StrPath,
+    out_dir: StrPath,
+    *,
+    preset: Preset = FLARE23,
+    scheme: str = "flare",
+    ties: str | None = None,
+    aggregate: str = "mean",
+    alpha: float = 0.05,
+    n_bootstrap: int = 1000,
+    seed: int = 0,
+    challenger_compat: bool = False,
+) -> RankOutputs:
+    """Rank, bootstrap, test, and write ``ranking_table.csv``, ``case_ranks.csv``,
+    ``leaderboard.csv``, ``bootstrap_kendall.csv``, ``bootstrap_ranks.csv``,
+    ``bootstrap_summary.csv``, ``significance.csv`` and ``ranking.json`` into ``out_dir``.
+
+    Parameters
+    ----------
+    results
+        A results folder ``RESULTS/<team>/`` or a tidy CSV/Parquet table.
+    out_dir
+        Output folder.
+    preset
+        Metrics, directions, floors and failure penalties.
+    scheme, ties, aggregate, alpha
+        See :func:`~flare_eval.ranking.rank_teams`; ``ties=None`` takes the preset's.
+    n_bootstrap, seed, challenger_compat
+        See :func:`~flare_eval.ranking.bootstrap_ranking`; 0 samples skips the bootstrap.
+
+    Raises
+    ------
+    ConfigError
+        For inconsistent options (a bootstrap of test-then-rank, challengeR mode without one).
+    """
+    ties = ties or preset.tie_method
+    if n_bootstrap < 0:
+        raise ConfigError(f"--bootstrap must be 0 or more, got {n_bootstrap}")
+    if n_bootstrap and scheme == "test-then-rank":
+        raise ConfigError("test-then-rank has no bootstrap", hint="add --bootstrap 0")
+    if challenger_compat and not n_bootstrap:
+        raise ConfigError("--challenger-compat only changes the bootstrap",
+                          hint="drop it or give --bootstrap N")
+    out = Path(out_dir)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        table = read_ranking_table(results, preset=preset)
+        data = ranking_data(table, preset.ranking_metrics)
+    messages = [str(w.message) for w in caught]
+    dropped = [m.name for m in preset.ranking_metrics if m not in data.metrics]
+    ranking = rank_teams(data, scheme=scheme, ties=ties, aggregate=aggregate, alpha=alpha)
+    boot = None
+    if n_bootstrap:
+        boot = bootstrap_ranking(data, n_bootstrap=n_bootstrap, seed=seed, scheme=scheme,
+                                 ties=ties, aggregate=aggregate, challenger_compat=challenger_compat)
+    significance = pairwise_significance(table, metrics=data.metrics, alpha=alpha)
+    leaderboard = ranking.leaderboard()
+    write_table(table, out / "ranking_table.csv")
+    write_table(ranking.case_ranks(), out / "case_ranks.csv")
+    write_table(leaderboard, out / "leaderboard.csv")
+    if boot is not None:
+        write_table(boot.kendall_table(), out / "bootstrap_kendall.csv")
+        write_table(boot.ranks_table(), out / "bootstrap_ranks.csv")
+        write_table(boot.summary(), out / "bootstrap_summary.csv")
+    write_table(significance, out / "significance.csv")
+    outputs = RankOutputs(leaderboard, boot, messages, out)
+    from flare_eval import __version__
+
+    record = {
+        "scheme": scheme,
+        "aggregate": aggregate,
+        "ties": ties,
+        "preset": preset.name,
+        "metrics": [{"name": m.name, "higher_is_better": m.higher_is_better, "floor": m.floor}
+                    for m in data.metrics],
+        "dropped_metrics": dropped,
+        "seed": seed,
+        "n_bootstrap": n_bootstrap,
+        "challenger_compat": challenger_compat,
+        "alpha": alpha,
+        "significance": "one-sided paired Wilcoxon signed-rank, normal approximation with "
+                        "continuity correction, zero differences dropped, Holm over the "
+                        "K(K-1) ordered pairs of each metric",
+        "missing_values": "a missing value takes the worst rank of its case (max + 1)",
+        "n_teams": len(data.teams),
+        "n_cases": len(data.cases),
+        "source": str(results),
+        "warnings": messages,
+        "median_tau": outputs.median_tau,
+        "versions": {"flare_eval": __version__, "python": platform.python_version(),
+                     "numpy": np.__version__, "scipy": scipy.__version__,
+                     "pandas": pd.__version__},
+    }
+    atomic_write_text(out / "ranking.json", json.dumps(record, indent=2) + "\n")
+    return outputs

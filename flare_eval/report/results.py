@@ -1,0 +1,198 @@
+"""Reading a results folder into the tables the report draws: ``RESULTS/<team>/`` (score and
+runner outputs) and ``RESULTS/ranking/`` (``flare-eval rank`` outputs)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from flare_eval.errors import InputError
+from flare_eval.typing import StrPath
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+__all__ = ["RANKING_FOLDER", "ReportTables", "load_results", "team_summary"]
+
+#: Sub-folder of the results folder holding the ``flare-eval rank`` outputs.
+RANKING_FOLDER = "ranking"
+
+
+@dataclass(frozen=True)
+class ReportTables:
+    """Everything the report shows, as tidy tables.
+
+    Attributes
+    ----------
+    leaderboard, ranking_table, case_ranks, significance
+        ``flare-eval rank`` outputs (``leaderboard.csv``...).
+    kendall, bootstrap_ranks
+        Bootstrap outputs; empty tables (with their columns) when ranked without bootstrap.
+    ranking_config
+        ``ranking.json``.
+    score_config
+        ``run.json`` of each team, by team.
+    organ_table
+        Every team's ``metrics_long.csv`` with a ``team`` column.
+    lesion_table
+        Per team and case: ``dsc, nsd`` (lesion columns of ``per_case.csv``) and the detection
+        columns of ``lesions_per_case.csv`` (``precision, recall, f1, ref_volume_ml``...).
+    runs
+        Every team's ``runs.csv`` with a ``team`` column (empty when no team has one).
+    failures
+        Cases that did not go well: ``team, case, stage, status, message``, where ``stage`` is
+        ``score`` (``cases.csv``) or ``run`` (``runs.csv``).
+    """
+
+    leaderboard: pd.DataFrame
+    ranking_table: pd.DataFrame
+    case_ranks: pd.DataFrame
+    significance: pd.DataFrame
+    kendall: pd.DataFrame
+    bootstrap_ranks: pd.DataFrame
+    ranking_config: dict[str, Any]
+    score_config: dict[str, dict[str, Any]]
+    organ_table: pd.DataFrame
+    lesion_table: pd.DataFrame
+    runs: pd.DataFrame
+    failures: pd.DataFrame
+
+
+def _csv(path: Path, *, columns: tuple[str, ...] | None = None) -> pd.DataFrame:
+    """Read a table; with ``columns``, an absent file is an empty table of those columns."""
+    import pandas as pd
+
+    if not path.is_file():
+        if columns is not None:
+            return pd.DataFrame(columns=list(columns))
+        raise InputError(f"{path}: no such file",
+                         hint="the report needs the outputs of 'flare-eval score' and "
+                              "'flare-eval rank --out RESULTS/ranking'")
+    try:
+        return pd.read_csv(path, keep_default_na=True)
+    except (OSError, ValueError) as err:
+        raise InputError(f"cannot read table {path}: {err}") from None
+
+
+def _json(path: Path) -> dict[str, Any]:
+    try:
+        return dict(json.loads(path.read_text()))
+    except FileNotFoundError:
+        raise InputError(f"{path}: no such file") from None
+    except (OSError, ValueError) as err:
+        raise InputError(f"cannot read {path}: {err}") from None
+
+
+def _concat(frames: list[pd.DataFrame], columns: tuple[str, ...]) -> pd.DataFrame:
+    import pandas as pd
+
+    frames = [f for f in frames if not f.empty]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=list(columns))
+
+
+def _lesions(folder: Path, team: str, lesion_name: str) -> pd.DataFrame:
+    """One team's lesion table (see :class:`ReportTables`)."""
+    from flare_eval.ranking import case_id
+
+    per_case = _csv(folder / "per_case.csv")
+    table = per_case[["Name"]].copy()
+    for kind in ("DSC", "NSD"):
+        column = f"{lesion_name}_{kind}"
+        table[kind.lower()] = per_case[column] if column in per_case.columns else float("nan")
+    detection = _csv(folder / "lesions_per_case.csv", columns=("Name",))
+    table = table.merge(detection, on="Name", how="left")
+    table.insert(0, "case", table.pop("Name").map(case_id))
+    table.insert(0, "team", team)
+    return table
+
+
+def load_results(results_dir: StrPath) -> ReportTables:
+    """Read the results folder.
+
+    Parameters
+    ----------
+    results_dir
+        ``RESULTS/<team>/`` folders with ``per_case.csv``, ``cases.csv``, ``metrics_long.csv``,
+        ``lesions_per_case.csv``, ``run.json`` and optionally ``runs.csv``; and
+        ``RESULTS/ranking/`` with the outputs of ``flare-eval rank``.
+
+    Returns
+    -------
+    ReportTables
+
+    Raises
+    ------
+    InputError
+        No ranking folder, a required table missing or unreadable.
+    """
+    root = Path(results_dir)
+    ranking = root / RANKING_FOLDER
+    if not (ranking / "leaderboard.csv").is_file():
+        raise InputError(f"{ranking}: no leaderboard.csv",
+                         hint=f"rank first: flare-eval rank {root} --out {ranking}")
+    config = _json(ranking / "ranking.json")
+    teams = sorted(p for p in root.iterdir()
+                   if p.is_dir() and p.name != RANKING_FOLDER and (p / "per_case.csv").is_file())
+    if not teams:
+        raise InputError(f"{root}: no team folder with a per_case.csv",
+                         hint="expected RESULTS/<team>/ with 'flare-eval score' outputs")
+    score_config = {p.name: _json(p / "run.json") for p in teams}
+    preset = next(iter(score_config.values())).get("options", {}).get("preset", {})
+    lesion_label = preset.get("lesion_label")
+    lesion_name = next((c["name"] for c in preset.get("classes", []) if c["label"] == lesion_label),
+                       "Lesion")
+    organ, lesions, runs, failures = [], [], [], []
+    for folder in teams:
+        team = folder.name
+        long = _csv(folder / "metrics_long.csv")
+        organ.append(long[long["label"] != lesion_label].assign(team=team))
+        lesions.append(_lesions(folder, team, lesion_name))
+        cases = _csv(folder / "cases.csv", columns=("case", "status", "message"))
+        bad = cases[cases["status"] != "ok"]
+        failures.append(bad.assign(team=team, stage="score")[
+            ["team", "case", "stage", "status", "message"]])
+        run = _csv(folder / "runs.csv", columns=("case", "status", "message"))
+        if not run.empty:
+            runs.append(run.assign(team=team))
+            bad = run[run["status"] != "ok"]
+            failures.append(bad.assign(team=team, stage="run")[
+                ["team", "case", "stage", "status", "message"]])
+    failure_columns = ("team", "case", "stage", "status", "message")
+    return ReportTables(
+        leaderboard=_csv(ranking / "leaderboard.csv"),
+        ranking_table=_csv(ranking / "ranking_table.csv"),
+        case_ranks=_csv(ranking / "case_ranks.csv"),
+        significance=_csv(ranking / "significance.csv",
+                          columns=("metric", "team", "other", "p_value", "p_holm", "significant")),
+        kendall=_csv(ranking / "bootstrap_kendall.csv", columns=("sample", "tau")),
+        bootstrap_ranks=_csv(ranking / "bootstrap_ranks.csv", columns=("sample", "team", "rank")),
+        ranking_config=config,
+        score_config=score_config,
+        organ_table=_concat(organ, ("team", "case", "class", "metric", "value")),
+        lesion_table=_concat(lesions, ("team", "case", "dsc", "nsd")),
+        runs=_concat(runs, ("team", "case", "status")),
+        failures=_concat(failures, failure_columns).fillna({"message": ""}),
+    )
+
+
+def team_summary(tables: ReportTables) -> pd.DataFrame:
+    """Per team, accuracy and efficiency side by side (the accuracy-efficiency scatter's data).
+
+    Returns
+    -------
+    pandas.DataFrame
+        ``team`` and the leaderboard's mean ``organ_dsc, lesion_dsc, runtime, gpu_auc`` (those
+        ranked), plus ``max_gpu_mib``, the mean over cases of the peak GPU memory of
+        ``runs.csv`` (successful runs only: a crashed run's peak says nothing), when known.
+    """
+    keep = [c for c in ("team", "organ_dsc", "lesion_dsc", "runtime", "gpu_auc")
+            if c in tables.leaderboard.columns]
+    summary = tables.leaderboard[keep].copy()
+    runs = tables.runs
+    if "max_gpu_mib" in runs.columns:
+        ok = runs[runs["status"] == "ok"]
+        summary = summary.merge(ok.groupby("team")["max_gpu_mib"].mean().rename("max_gpu_mib"),
+                                left_on="team", right_index=True, how="left")
+    return summary

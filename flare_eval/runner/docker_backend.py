@@ -1,0 +1,255 @@
+"""Docker backend: one fresh container per case, as the official FLARE harness, but supervised.
+
+The official command was ``docker container run --shm-size=28gb -m 28G --gpus="device=N"
+--rm -v inputs:/workspace/inputs/ -v outputs:/workspace/outputs/ <team>:latest /bin/bash -c
+"sh predict.sh"``. Here each case gets a container created, started, watched and removed
+through the docker SDK, with a timeout, the exit code, the OOM flag and the logs recorded.
+
+Command: the script is run as ``sh predict.sh`` in the image's working directory, which is
+the interpreter the official harness used (its ``/bin/bash -c`` only wrapped that call); not
+requiring ``/bin/bash`` lets minimal images run. The image's entrypoint is kept, as with
+``docker run``.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from flare_eval.errors import RunnerError
+from flare_eval.runner.execution import Execution
+from flare_eval.runner.sampler import ResourceSampler
+
+__all__ = ["CONTAINER_LABEL", "WORK_LABEL", "DockerOptions", "DockerBackend", "load_image"]
+
+#: Label put on every container this runner creates (to find leftovers).
+CONTAINER_LABEL = "flare-eval.runner"
+#: Label naming the case's work folder: unique to one case of one results folder.
+WORK_LABEL = "flare-eval.work"
+
+
+def _work_key(inputs_dir: Path) -> str:
+    return str(inputs_dir.resolve().parent)
+
+
+@dataclass(frozen=True)
+class DockerOptions:
+    """Container settings of a run (defaults: the official ones, plus a safe sandbox).
+
+    Attributes
+    ----------
+    gpu_index
+        GPU passed as ``--gpus device=N``; ``None`` requests no GPU.
+    memory
+        Memory limit (``-m``), swap included so an overrun is an OOM kill, not swapping.
+    shm_size
+        Size of ``/dev/shm`` (``--shm-size``).
+    network
+        Network mode; ``none`` cuts the container off.
+    pids_limit
+        Most processes and threads in the container.
+    command
+        Command run in the image's working directory.
+    labels
+        Extra labels of every container (each also gets ``flare-eval.runner=1`` and
+        ``flare-eval.case=<id>``, to find leftovers).
+    """
+
+    gpu_index: int | None = None
+    memory: str = "28g"
+    shm_size: str = "28g"
+    network: str = "none"
+    pids_limit: int = 4096
+    command: tuple[str, ...] = ("sh", "predict.sh")
+    labels: dict[str, str] = field(default_factory=dict)
+
+
+def load_image(client: Any, image: str) -> str:
+    """The image to run: ``docker load`` a ``docker save`` tarball, or check a named image.
+
+    Parameters
+    ----------
+    client
+        A ``docker.DockerClient``.
+    image
+        Path of a tarball (``.tar``, ``.tar.gz``) or an image name/ID known to the engine.
+
+    Returns
+    -------
+    str
+        An image reference (its first tag, else its ID).
+
+    Raises
+    ------
+    RunnerError
+        When the tarball is not a docker image, holds several images, or the name is unknown.
+    """
+    import docker.errors
+
+    path = Path(image)
+    if path.is_file():
+        try:
+            with path.open("rb") as stream:
+                images = client.images.load(stream)
+        except docker.errors.DockerException as err:
+            raise RunnerError(
+                f"--image {path}: the engine could not load it as a docker image ({err})",
+                hint="pass a tarball made by 'docker save IMAGE -o team.tar.gz' or an image name",
+            ) from None
+        if len(images) != 1:
+            raise RunnerError(
+                f"--image {path}: expected a tarball of exactly one image, it held {len(images)}"
+                f" ({[i.tags or i.id for i in images]})",
+                hint="save one image per team: docker save team:latest -o team.tar.gz",
+            )
+        loaded = images[0]
+        return loaded.tags[0] if loaded.tags else loaded.id
+    try:
+        found = client.images.get(image)
+    except docker.errors.ImageNotFound:
+        raise RunnerError(
+            f"--image {image!r}: neither an existing file nor an image known to the engine",
+            hint="check the path of the tarball, or 'docker images' for the name",
+        ) from None
+    return found.tags[0] if found.tags else found.id
+
+
+class DockerBackend:
+    """Runs each case in a fresh container of ``image``.
+
+    Parameters
+    ----------
+    client
+        A ``docker.DockerClient``.
+    image
+        The image reference (see :func:`load_image`).
+    options
+        Container settings.
+    """
+
+    def __init__(self, client: Any, image: str, options: DockerOptions = DockerOptions()) -> None:
+        self.client = client
+        self.image = image
+        self.options = options
+
+    def describe(self) -> dict[str, Any]:
+        image_id = self.client.images.get(self.image).id
+        o = self.options
+        return {
+            "backend": "docker", "image": self.image, "image_id": image_id,
+            "gpu_index": o.gpu_index, "memory": o.memory, "shm_size": o.shm_size,
+            "network": o.network, "pids_limit": o.pids_limit, "command": list(o.command),
+        }
+
+    def _remove_leftovers(self, inputs_dir: Path) -> None:
+        # A runner killed outright (SIGKILL, power loss) cannot remove its container; the
+        # resumed run finds it by the case's work folder, which no other run shares.
+        label = f"{WORK_LABEL}={_work_key(inputs_dir)}"
+        for leftover in self.client.containers.list(all=True, filters={"label": label}):
+            leftover.remove(force=True)
+
+    def _create(self, inputs_dir: Path, outputs_dir: Path, name: str) -> Any:
+        from docker.types import DeviceRequest
+
+        o = self.options
+        devices = (
+            [DeviceRequest(device_ids=[str(o.gpu_index)], capabilities=[["gpu"]])]
+            if o.gpu_index is not None else None
+        )
+        return self.client.containers.create(
+            self.image,
+            command=list(o.command),
+            volumes={
+                str(inputs_dir.resolve()): {"bind": "/workspace/inputs", "mode": "ro"},
+                str(outputs_dir.resolve()): {"bind": "/workspace/outputs", "mode": "rw"},
+            },
+            shm_size=o.shm_size,
+            mem_limit=o.memory,
+            memswap_limit=o.memory,
+            network_mode=o.network,
+            privileged=False,
+            security_opt=["no-new-privileges"],
+            pids_limit=o.pids_limit,
+            device_requests=devices,
+            labels={CONTAINER_LABEL: "1", "flare-eval.case": name, WORK_LABEL: _work_key(inputs_dir),
+                    **o.labels},
+            detach=True,
+        )
+
+    def run_case(
+        self, inputs_dir: Path, outputs_dir: Path, *, timeout_s: float | None,
+        sampler: ResourceSampler, name: str,
+    ) -> Execution:
+        """Create, start, watch and remove one container; see :class:`Execution`.
+
+        The container is removed in every outcome, also when creating or starting it fails;
+        a container left by a killed earlier run of the same case and results folder is
+        removed first.
+        Waiting uses a blocking ``wait()`` on a helper thread: the SDK's ``wait(timeout=...)``
+        raises a connection error over a unix socket instead of a timeout.
+        """
+        import docker.errors
+
+        container = None
+        exit_code: int | None = None
+        timed_out = oom = False
+        stdout = stderr = b""
+        error: str | None = None
+        t_exit: float | None = None
+        sampler.start()
+        t0 = time.monotonic()
+        try:
+            self._remove_leftovers(inputs_dir)
+            container = self._create(inputs_dir, outputs_dir, name)
+            container.start()
+            waited: dict[str, Any] = {}
+
+            def wait() -> None:
+                try:
+                    waited["result"] = container.wait()
+                except Exception as err:  # reported below: the engine went away mid-run
+                    waited["error"] = err
+
+            waiter = threading.Thread(target=wait, name="flare-eval-wait", daemon=True)
+            waiter.start()
+            # Looked up while the case runs, so the lookup never delays the exit.
+            state = self.client.api.inspect_container(container.id)["State"]
+            sampler.watch_pid(state.get("Pid") or None)
+            waiter.join(None if timeout_s is None else max(0.0, t0 + timeout_s - time.monotonic()))
+            if waiter.is_alive():
+                timed_out = True
+                try:
+                    container.kill()
+                except docker.errors.APIError:
+                    pass  # it exited by itself between the deadline and the kill
+                waiter.join()
+            t_exit = time.monotonic()
+            if "error" in waited:
+                error = f"lost track of the container: {waited['error']}"
+            container.reload()
+            state = container.attrs["State"]
+            oom = bool(state.get("OOMKilled"))
+            if not timed_out:
+                exit_code = int(state.get("ExitCode"))
+            stdout = container.logs(stdout=True, stderr=False)
+            stderr = container.logs(stdout=False, stderr=True)
+        except docker.errors.DockerException as err:
+            error = f"docker: {err}"
+        finally:
+            t_remove = time.monotonic()
+            t_exit = t_remove if t_exit is None else t_exit
+            try:
+                if container is not None:
+                    container.remove(force=True)
+            except docker.errors.NotFound:
+                pass
+            except docker.errors.DockerException as err:
+                error = error or f"docker could not remove container {container.id}: {err}"
+            finally:
+                samples = sampler.stop()
+            # The official time covers 'docker run --rm' as a whole, removal included.
+            time_s = (t_exit - t0) + (time.monotonic() - t_remove)
+        return Execution(exit_code, timed_out, oom, time_s, stdout, stderr, samples, error)

@@ -1,0 +1,60 @@
+"""What a backend reports about one case's run, and the interface every backend offers."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from flare_eval.runner.sampler import ResourceSampler, Samples
+
+__all__ = ["Execution", "Backend"]
+
+
+@dataclass(frozen=True)
+class Execution:
+    """The raw facts of one run of a submission on one case (no output checks yet).
+
+    Attributes
+    ----------
+    exit_code
+        Exit status of ``predict.sh`` (128 + signal when killed); ``None`` when it never ran
+        or was killed on timeout.
+    timed_out
+        The run was killed after the timeout.
+    oom_killed
+        The kernel's OOM killer stopped it (docker's ``State.OOMKilled``).
+    time_s
+        Host monotonic wall time of the whole run (create, start, inference, exit, removal).
+    stdout, stderr
+        The run's output streams (not yet capped).
+    samples
+        Resource samples taken during the run.
+    error
+        Set when the runner itself failed (the engine refused to create or start the
+        container...): the case was not fairly run and is retried on resume.
+    """
+
+    exit_code: int | None
+    timed_out: bool
+    oom_killed: bool
+    time_s: float
+    stdout: bytes
+    stderr: bytes
+    samples: Samples
+    error: str | None = None
+
+
+class Backend(Protocol):
+    """Runs a submission on one case with ``/workspace/inputs`` and ``/workspace/outputs``."""
+
+    def run_case(
+        self, inputs_dir: Path, outputs_dir: Path, *, timeout_s: float | None,
+        sampler: ResourceSampler, name: str,
+    ) -> Execution:
+        """Run on the single case in ``inputs_dir``; the submission writes to ``outputs_dir``."""
+        ...
+
+    def describe(self) -> dict[str, Any]:
+        """Plain-data settings recorded in ``run.json`` (and compared on resume)."""
+        ...

@@ -1,0 +1,146 @@
+"""Local backend: run a submission folder's ``predict.sh`` without docker, in a bubblewrap sandbox.
+
+For participants checking a submission and for tests. The sandbox (``bwrap``, Debian package
+``bubblewrap``) gives the script the same contract as the container: the submission folder's
+entries appear in a writable ``/workspace`` (a tmpfs, like a container's writable layer), the
+case's input folder at ``/workspace/inputs`` read-only and the output folder at
+``/workspace/outputs``; the host's system folders are visible read-only (the submission uses
+the host's interpreters and libraries), with fresh ``/tmp``, ``/dev`` and ``/proc``, no network
+and its own PID namespace. Timing, sampling and records are those of the docker backend.
+
+Not enforced here: a memory limit (``oom_killed`` is always false) and shm size; use the
+docker backend for official runs.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from flare_eval.errors import RunnerError
+from flare_eval.runner.execution import Execution
+from flare_eval.runner.sampler import ResourceSampler
+
+__all__ = ["LocalBackend"]
+
+# Host folders the sandbox does not show: replaced by fresh ones, or the contract's own.
+_HIDDEN = frozenset({"proc", "dev", "sys", "tmp", "run", "workspace"})
+
+
+class LocalBackend:
+    """Runs ``sh predict.sh`` of ``submission`` under bubblewrap.
+
+    Parameters
+    ----------
+    submission
+        Folder holding ``predict.sh`` and whatever it needs.
+    network
+        ``"none"`` unshares the network; ``"host"`` keeps the host's.
+
+    Raises
+    ------
+    RunnerError
+        When the folder has no ``predict.sh``, ``bwrap`` is not installed, or it cannot build
+        a sandbox on this host.
+    """
+
+    def __init__(self, submission: Path, *, network: str = "none") -> None:
+        self.submission = Path(submission).resolve()
+        if not (self.submission / "predict.sh").is_file():
+            raise RunnerError(
+                f"--submission {submission}: expected a folder with predict.sh, found none",
+                hint="the local backend runs 'sh predict.sh' inside the submission folder",
+            )
+        if network not in ("none", "host"):
+            raise RunnerError(f"--network {network!r}: the local backend knows 'none' and 'host'")
+        self.network = network
+        bwrap = shutil.which("bwrap")
+        if bwrap is None:
+            raise RunnerError(
+                "the local backend needs bubblewrap ('bwrap'), which is not installed",
+                hint="apt-get install bubblewrap, or use --backend docker",
+            )
+        self.bwrap = bwrap
+        self._check_sandbox()
+
+    def describe(self) -> dict[str, Any]:
+        return {"backend": "local", "submission": str(self.submission), "network": self.network,
+                "command": ["sh", "predict.sh"]}
+
+    def _sandbox_args(self, inputs_dir: Path, outputs_dir: Path) -> list[str]:
+        args = [self.bwrap, "--die-with-parent", "--unshare-pid", "--unshare-ipc",
+                "--unshare-uts"]
+        if self.network == "none":
+            args.append("--unshare-net")
+        for entry in sorted(Path("/").iterdir()):
+            if entry.name in _HIDDEN:
+                continue
+            if entry.is_symlink():  # merged-/usr systems: /bin -> usr/bin
+                args += ["--symlink", os.readlink(entry), str(entry)]
+            elif entry.is_dir():
+                args += ["--ro-bind", str(entry), str(entry)]
+        args += ["--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp", "--tmpfs", "/workspace"]
+        for entry in sorted(self.submission.iterdir()):
+            if entry.name not in ("inputs", "outputs"):
+                args += ["--ro-bind", str(entry), f"/workspace/{entry.name}"]
+        args += ["--ro-bind", str(inputs_dir.resolve()), "/workspace/inputs",
+                 "--bind", str(outputs_dir.resolve()), "/workspace/outputs",
+                 "--chdir", "/workspace"]
+        return args
+
+    def _check_sandbox(self) -> None:
+        with tempfile.TemporaryDirectory() as tmp:
+            probe = Path(tmp)
+            (probe / "in").mkdir()
+            (probe / "out").mkdir()
+            result = subprocess.run(
+                [*self._sandbox_args(probe / "in", probe / "out"), "true"],
+                capture_output=True, timeout=30,
+            )
+        if result.returncode != 0:
+            raise RunnerError(
+                f"bubblewrap cannot build a sandbox here: {result.stderr.decode(errors='replace').strip()}",
+                hint="user namespaces may be disabled (sysctl kernel.unprivileged_userns_clone); "
+                "run as root or use --backend docker",
+            )
+
+    def run_case(
+        self, inputs_dir: Path, outputs_dir: Path, *, timeout_s: float | None,
+        sampler: ResourceSampler, name: str,
+    ) -> Execution:
+        """Run ``sh predict.sh`` in the sandbox; on timeout kill its whole process group."""
+        command = [*self._sandbox_args(inputs_dir, outputs_dir), "sh", "predict.sh"]
+        timed_out = False
+        with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+            sampler.start()
+            t0 = time.monotonic()
+            try:
+                # A new session makes the sandbox and all it starts one process group to kill.
+                proc = subprocess.Popen(command, stdout=out, stderr=err, stdin=subprocess.DEVNULL,
+                                        start_new_session=True)
+                sampler.watch_pid(proc.pid)
+                try:
+                    proc.wait(timeout_s)
+                except subprocess.TimeoutExpired:
+                    timed_out = True
+                    os.killpg(proc.pid, signal.SIGKILL)
+                    proc.wait()
+                except BaseException:  # interrupted: leave nothing running behind
+                    os.killpg(proc.pid, signal.SIGKILL)
+                    proc.wait()
+                    raise
+            finally:
+                time_s = time.monotonic() - t0
+                samples = sampler.stop()
+            out.seek(0)
+            err.seek(0)
+            stdout, stderr = out.read(), err.read()
+        code = proc.returncode
+        exit_code = None if timed_out else (128 - code if code < 0 else code)
+        return Execution(exit_code, timed_out, False, time_s, stdout, stderr, samples)

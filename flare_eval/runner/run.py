@@ -1,0 +1,371 @@
+"""The per-case loop shared by every backend: stage, run, check, record, resume.
+
+Layout written under ``OUT/<team>/``::
+
+    predictions/<id>.nii.gz         the submission's valid outputs, bytes untouched
+    efficiency/<id>_0000.json       official keys (gpu_memory, cpu_list, RAM_list, time) + extras
+    logs/<id>.stdout.txt, .stderr.txt   the run's streams, capped (the tail is kept)
+    <team>_Efficiency.csv           official columns, a row for every case that ran
+    runs.csv                        one row per case: status, exit code, timings, GPU areas
+    runner.json                     backend settings, sampler, versions (a resumed run must match;
+                                    the timeout may change, each case's JSON records its own)
+
+Each case's JSON is its record: it is written atomically (temporary file, then ``os.replace``)
+after its prediction is in place, so a killed run loses at most the case in flight, and a
+re-run skips every case that has one (except status ``error``, a failure of the runner or the
+engine, which is always retried; ``retry_failed`` retries every status but ``ok``).
+
+Statuses: ``ok``; ``timeout`` (killed after the timeout, outputs discarded); ``oom`` (non-zero
+exit after the OOM killer struck); ``crash`` (other non-zero exit; a valid prediction is still
+kept, as the official harness checked no exit code); ``no_output`` (no ``<id>.nii.gz``, e.g. a
+wrongly named file); ``bad_output`` (not a readable label volume, or a shape other than the
+input's); ``error``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import json
+import os
+import shutil
+import warnings
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+from flare_eval.errors import ConfigError, InputError
+from flare_eval.io import atomic_write_text, write_table
+from flare_eval.runner.efficiency import (
+    EFFICIENCY_COLUMNS,
+    efficiency_row,
+    max_memory,
+    official_auc,
+    tolerance_auc,
+    trapezoid_auc,
+)
+from flare_eval.runner.execution import Backend, Execution
+from flare_eval.runner.sampler import ResourceSampler
+
+__all__ = ["RUN_STATUSES", "RUNS_COLUMNS", "INPUT_SUFFIX", "find_cases", "check_prediction",
+           "run_submission"]
+
+RUN_STATUSES: tuple[str, ...] = ("ok", "timeout", "crash", "oom", "no_output", "bad_output", "error")
+RUNS_COLUMNS: tuple[str, ...] = (
+    "case", "name", "status", "exit_code", "oom_killed", "time_s", "max_gpu_mib",
+    "auc_gpu_mibs", "auc_gpu_trapz_mibs", "auc_gpu_over_tolerance_mibs", "n_gpu_samples",
+    "started_at", "finished_at", "message",
+)
+#: Input files are ``<id>_0000.nii.gz``; the output must be ``<id>.nii.gz``.
+INPUT_SUFFIX = "_0000.nii.gz"
+
+
+def find_cases(inputs_dir: Path) -> list[tuple[str, Path]]:
+    """``(case id, input path)`` of every ``<id>_0000.nii.gz`` in ``inputs_dir``, sorted.
+
+    Raises
+    ------
+    InputError
+        When the folder does not exist or holds no such file.
+    """
+    inputs_dir = Path(inputs_dir)
+    if not inputs_dir.is_dir():
+        raise InputError(f"--inputs {inputs_dir}: expected a folder, found none")
+    cases = sorted(
+        (p.name[: -len(INPUT_SUFFIX)], p) for p in inputs_dir.iterdir()
+        if p.is_file() and p.name.endswith(INPUT_SUFFIX)
+    )
+    if not cases:
+        raise InputError(
+            f"--inputs {inputs_dir}: expected files named <id>{INPUT_SUFFIX}, found none",
+            hint="FLARE inputs are named like FLARETs_0001_0000.nii.gz",
+        )
+    return cases
+
+
+def check_prediction(prediction: Path, input_image: Path) -> str | None:
+    """Why ``prediction`` cannot be scored against ``input_image``, or ``None`` when it can.
+
+    The file must read as a label map (:func:`flare_eval.io.read_label`: gzip intact, 3D,
+    whole numbers) and its array shape must equal the input's (the only geometric check of
+    the official scorer). Values outside the label map are left to the scorer to report.
+
+    Raises
+    ------
+    InputError
+        When the input image's header is unreadable (the organizers' file, not the team's).
+    """
+    import nibabel as nib
+    from nibabel.filebasedimages import ImageFileError
+
+    from flare_eval.io import LabelWarning, read_label
+
+    try:
+        expected = tuple(nib.load(input_image).shape[:3])  # the header: no need to inflate the CT
+    except (ImageFileError, OSError, EOFError, ValueError) as err:
+        raise InputError(f"--inputs {input_image}: unreadable NIfTI header ({err})") from None
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", LabelWarning)
+            shape = read_label(prediction).data.shape
+    except InputError as err:
+        return f"{prediction.name} is not a readable label volume ({err.message})"
+    if shape != expected:
+        return f"{prediction.name} has shape {shape}, the input has {expected}"
+    return None
+
+
+def _classify(execution: Execution, outputs_dir: Path, case: str, input_image: Path
+              ) -> tuple[str, str, Path | None]:
+    """(status, message, valid prediction or None) of a finished execution."""
+    if execution.error is not None:
+        return "error", execution.error, None
+    if execution.timed_out:
+        return "timeout", "killed after the timeout; outputs discarded", None
+    expected = outputs_dir / f"{case}.nii.gz"
+    problem: str | None
+    if expected.is_file():
+        problem = check_prediction(expected, input_image)
+        output_status = "bad_output" if problem else "ok"
+    else:
+        found = sorted(p.name for p in outputs_dir.iterdir())
+        problem = f"expected {expected.name} in /workspace/outputs, found {found or 'nothing'}"
+        output_status = "no_output"
+    valid = expected if output_status == "ok" else None
+    if execution.exit_code != 0:
+        status = "oom" if execution.oom_killed else "crash"
+        kept = "a valid prediction was kept" if valid else problem
+        return status, f"predict.sh exited with {execution.exit_code}; {kept}", valid
+    return output_status, problem or "", valid
+
+
+def _capped(data: bytes, cap_bytes: int) -> bytes:
+    if len(data) <= cap_bytes:
+        return data
+    # Errors come last, so the tail is what is worth keeping.
+    return f"[flare-eval: first {len(data) - cap_bytes} bytes dropped]\n".encode() + data[-cap_bytes:]
+
+
+def _gpu_columns(execution: Execution, tolerance_mib: float, period_s: float) -> dict[str, Any]:
+    gpu = execution.samples.gpu_memory_mib
+    if not gpu:
+        return {"max_gpu_mib": None, "auc_gpu_mibs": None, "auc_gpu_trapz_mibs": None,
+                "auc_gpu_over_tolerance_mibs": None, "n_gpu_samples": 0}
+    t_s = execution.samples.t_s
+    return {
+        "max_gpu_mib": max_memory(gpu),
+        "auc_gpu_mibs": official_auc(gpu, period_s=period_s),
+        "auc_gpu_trapz_mibs": trapezoid_auc(t_s, gpu),
+        "auc_gpu_over_tolerance_mibs": tolerance_auc(t_s, gpu, tolerance=tolerance_mib,
+                                                     period_s=period_s),
+        "n_gpu_samples": len(gpu),
+    }
+
+
+def _stage(input_image: Path, work: Path) -> tuple[Path, Path]:
+    shutil.rmtree(work, ignore_errors=True)  # leftovers of a killed run
+    inputs, outputs = work / "inputs", work / "outputs"
+    inputs.mkdir(parents=True)
+    outputs.mkdir()
+    # The submission may run as any user inside the container.
+    outputs.chmod(0o777)
+    try:
+        os.link(input_image, inputs / input_image.name)
+    except OSError:  # another filesystem: copy instead
+        shutil.copy2(input_image, inputs / input_image.name)
+    return inputs, outputs
+
+
+def _load_records(efficiency_dir: Path) -> dict[str, dict[str, Any]]:
+    records = {}
+    for path in sorted(efficiency_dir.glob("*_0000.json")):
+        with path.open() as stream:
+            records[path.name[: -len("_0000.json")]] = json.load(stream)
+    return records
+
+
+def _write_tables(team_dir: Path, team: str, records: dict[str, dict[str, Any]]) -> None:
+    import pandas as pd
+
+    runs = pd.DataFrame([r["record"] for _, r in sorted(records.items())],
+                        columns=list(RUNS_COLUMNS))
+    efficiency = pd.DataFrame([r["efficiency_row"] for _, r in sorted(records.items())],
+                              columns=list(EFFICIENCY_COLUMNS))
+    # Integer columns with empty cells would otherwise turn into floats (3072.0).
+    for column in ("exit_code", "max_gpu_mib", "auc_gpu_mibs", "n_gpu_samples"):
+        runs[column] = runs[column].astype("Int64")
+    for column in ("MaxGPU_Mem", "AUC_GPU_Time", "AUC_RAM_Time"):
+        efficiency[column] = efficiency[column].astype("Int64")
+    write_table(runs, team_dir / "runs.csv")
+    write_table(efficiency, team_dir / f"{team}_Efficiency.csv")
+
+
+def _check_settings(team_dir: Path, settings: dict[str, Any]) -> None:
+    path = team_dir / "runner.json"
+    if not path.is_file():
+        atomic_write_text(path, json.dumps(settings, indent=2))
+        return
+    before = json.loads(path.read_text())
+    changed = sorted(k for k in settings if k != "versions" and before.get(k) != settings[k])
+    if changed:
+        raise ConfigError(
+            f"{team_dir} holds a run made with other settings ({', '.join(changed)}: "
+            f"{[before.get(k) for k in changed]} then, {[settings[k] for k in changed]} now)",
+            hint="use a new --out folder, or delete the old one to start over",
+        )
+
+
+def run_submission(
+    backend: Backend,
+    inputs_dir: Path,
+    out_dir: Path,
+    *,
+    team: str,
+    timeout_s: float | None = None,
+    gpu_index: int | None = None,
+    per_process_gpu: bool = False,
+    gpu_tolerance_mib: float = 4096.0,
+    period_s: float = 0.1,
+    log_cap_bytes: int = 1 << 20,
+    retry_failed: bool = False,
+    progress: bool = True,
+    nvml: Any = None,
+) -> list[dict[str, Any]]:
+    """Run a submission on every case of ``inputs_dir``, one fresh run per case, and record it.
+
+    Parameters
+    ----------
+    backend
+        A :class:`~flare_eval.runner.docker_backend.DockerBackend` or
+        :class:`~flare_eval.runner.local_backend.LocalBackend`.
+    inputs_dir
+        Folder of ``<id>_0000.nii.gz`` images.
+    out_dir
+        Results root; everything goes to ``out_dir/<team>/`` (layout in the module docs).
+    team
+        Team name: the sub-folder and the prefix of ``<team>_Efficiency.csv``.
+    timeout_s
+        Seconds before a case is killed; ``None`` waits forever (the official harness).
+    gpu_index
+        NVML index of the GPU to sample (the one the container gets); ``None``: none.
+    per_process_gpu
+        Also record the GPU memory of the run's own processes (``gpu_process_memory``).
+    gpu_tolerance_mib
+        Tolerance of ``auc_gpu_over_tolerance_mibs`` (FLARE23: 4096 MiB).
+    period_s
+        Sampling period (0.1 s officially).
+    log_cap_bytes
+        Most bytes of stdout and of stderr kept per case (the tail).
+    retry_failed
+        Re-run cases recorded with any status but ``ok`` (``error`` is always re-run).
+    progress
+        Show a progress bar.
+    nvml
+        NVML stand-in for tests (see :class:`~flare_eval.runner.sampler.ResourceSampler`).
+
+    Returns
+    -------
+    list of dict
+        The ``runs.csv`` rows of all cases, in case order.
+
+    Raises
+    ------
+    InputError
+        When ``inputs_dir`` holds no case.
+    ConfigError
+        When ``out_dir/<team>`` holds a run made with other settings, or ``team`` is not a
+        plain name.
+    """
+    import flare_eval
+
+    if not team or Path(team).name != team or team.startswith("."):
+        raise ConfigError(f"--team {team!r}: expected a plain folder name")
+    cases = find_cases(inputs_dir)
+    team_dir = Path(out_dir) / team
+    dirs = {name: team_dir / name for name in ("predictions", "efficiency", "logs", ".work")}
+    for path in dirs.values():
+        path.mkdir(parents=True, exist_ok=True)
+    _check_settings(team_dir, {
+        **backend.describe(), "sampled_gpu_index": gpu_index,
+        "period_s": period_s, "gpu_tolerance_mib": gpu_tolerance_mib,
+        "versions": {"flare_eval": flare_eval.__version__},
+    })
+    records = _load_records(dirs["efficiency"])
+
+    def finished(case: str) -> bool:
+        status = records.get(case, {}).get("record", {}).get("status")
+        return status is not None and status != "error" and (status == "ok" or not retry_failed)
+
+    todo = [(case, path) for case, path in cases if not finished(case)]
+    with ResourceSampler(gpu_index, period_s=period_s, per_process=per_process_gpu,
+                         nvml=nvml) as sampler, _progress(progress, len(cases)) as advance:
+        advance(len(cases) - len(todo), "resumed")
+        for case, input_image in todo:
+            records[case] = _run_one(backend, sampler, case, input_image, dirs,
+                                     timeout_s=timeout_s, tolerance_mib=gpu_tolerance_mib,
+                                     period_s=period_s, log_cap_bytes=log_cap_bytes)
+            _write_tables(team_dir, team, records)
+            advance(1, f"{case}: {records[case]['record']['status']}")
+    _write_tables(team_dir, team, records)
+    shutil.rmtree(dirs[".work"], ignore_errors=True)
+    return [records[case]["record"] for case, _ in cases if case in records]
+
+
+def _run_one(backend: Backend, sampler: ResourceSampler, case: str, input_image: Path,
+             dirs: dict[str, Path], *, timeout_s: float | None, tolerance_mib: float,
+             period_s: float, log_cap_bytes: int) -> dict[str, Any]:
+    work = dirs[".work"] / case
+    inputs, outputs = _stage(input_image, work)
+    started = dt.datetime.now(dt.timezone.utc)
+    execution = backend.run_case(inputs, outputs, timeout_s=timeout_s, sampler=sampler,
+                                 name=case)
+    finished = dt.datetime.now(dt.timezone.utc)
+    status, message, valid = _classify(execution, outputs, case, input_image)
+    prediction = dirs["predictions"] / f"{case}.nii.gz"
+    if valid is not None:
+        os.replace(valid, prediction)
+    else:
+        prediction.unlink(missing_ok=True)  # a stale one from an earlier, retried run
+    for stream, data in (("stdout", execution.stdout), ("stderr", execution.stderr)):
+        text = _capped(data, log_cap_bytes).decode("utf-8", errors="replace")
+        atomic_write_text(dirs["logs"] / f"{case}.{stream}.txt", text)
+    samples = execution.samples
+    name = f"{case}{INPUT_SUFFIX}"
+    record = {
+        "case": case, "name": name, "status": status, "exit_code": execution.exit_code,
+        "oom_killed": execution.oom_killed, "time_s": round(execution.time_s, 4),
+        **_gpu_columns(execution, tolerance_mib, period_s),
+        "started_at": started.isoformat(timespec="milliseconds"),
+        "finished_at": finished.isoformat(timespec="milliseconds"),
+        "message": message,
+    }
+    document = {
+        "gpu_memory": list(samples.gpu_memory_mib or []),
+        "cpu_list": [list(c) for c in samples.cpu_list],
+        "RAM_list": list(samples.ram_mib),
+        "time": execution.time_s,
+        "t_s": list(samples.t_s),
+        "gpu_process_memory": None if samples.gpu_process_mib is None else list(samples.gpu_process_mib),
+        "gpu_sampled": samples.gpu_memory_mib is not None,
+        "late_samples": samples.late_samples,
+        "timeout_s": timeout_s,
+        "efficiency_row": efficiency_row(name, execution.time_s, samples.gpu_memory_mib,
+                                         samples.cpu_list, samples.ram_mib, period_s=period_s),
+        "record": record,
+    }
+    atomic_write_text(dirs["efficiency"] / f"{case}_0000.json", json.dumps(document))
+    shutil.rmtree(work, ignore_errors=True)  # root-owned leftovers must not stop the run
+    return document
+
+
+@contextlib.contextmanager
+def _progress(enabled: bool, total: int) -> Iterator[Callable[[int, str], None]]:
+    """A rich progress bar over the cases (or nothing); yields ``advance(n, text)``."""
+    if not enabled:
+        yield lambda n, text: None
+        return
+    from rich.progress import Progress
+
+    with Progress(*Progress.get_default_columns(), "{task.fields[last]}") as bar:
+        task = bar.add_task("cases", total=total, last="")
+        yield lambda n, text: bar.update(task, advance=n, last=text)

@@ -1,0 +1,41 @@
+"""``flare-eval run`` end to end through the local backend, and its argument errors."""
+
+from __future__ import annotations
+
+import shutil
+
+import pandas as pd
+import pytest
+
+from flare_eval.cli.main import main
+from flare_eval.errors import EXIT_OK, EXIT_PARTIAL, EXIT_USAGE
+from tests.conftest import skip_or_fail
+
+# The sampler reads CPU and RAM through psutil (the "runner" extra).
+pytest.importorskip("psutil")
+
+
+def test_run_local_exit_codes_and_outputs(tmp_path, make_inputs, submission, capsys):
+    if shutil.which("bwrap") is None:
+        skip_or_fail("bubblewrap is not installed (apt-get install bubblewrap)")
+    inputs = make_inputs(["ok1", "crash"])
+    argv = ["run", "--backend", "local", "--submission", str(submission), "--inputs",
+            str(inputs), "--out", str(tmp_path / "res"), "--no-progress", "--timeout", "20"]
+    assert main(argv) == EXIT_PARTIAL
+    err = capsys.readouterr().err
+    assert "1/2 cases ok" in err and "crash: crash: predict.sh exited with 3" in err
+    # the team defaults to the submission folder's name
+    runs = pd.read_csv(tmp_path / "res" / "submission" / "runs.csv")
+    assert list(runs["status"]) == ["crash", "ok"]
+    (inputs / "crash_0000.nii.gz").unlink()
+    assert main([*argv, "--team", "only-ok"]) == EXIT_OK
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [(["--backend", "local"], "needs --submission"), ([], "needs --image")],
+)
+def test_run_argument_errors(tmp_path, extra, message, capsys):
+    code = main(["run", "--inputs", str(tmp_path), "--out", str(tmp_path / "o"), *extra])
+    assert code == EXIT_USAGE
+    assert message in capsys.readouterr().err

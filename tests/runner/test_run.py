@@ -1,0 +1,163 @@
+"""The per-case loop with a scripted backend: statuses, output layout, tables, resume."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from flare_eval.errors import ConfigError, InputError
+from flare_eval.runner import EFFICIENCY_COLUMNS, RUNS_COLUMNS, Execution, run_submission
+
+# The sampler reads CPU and RAM through psutil (the "runner" extra).
+pytest.importorskip("psutil")
+
+
+class ScriptedBackend:
+    """Acts out the case id's behaviour (as the test predict.sh) without running anything."""
+
+    def __init__(self, submission: Path, error_cases: tuple[str, ...] = ()) -> None:
+        self.submission = submission
+        self.error_cases = set(error_cases)
+        self.ran: list[str] = []
+
+    def describe(self):
+        return {"backend": "scripted"}
+
+    def run_case(self, inputs_dir, outputs_dir, *, timeout_s, sampler, name):
+        self.ran.append(name)
+        (image,) = list(inputs_dir.iterdir())
+        sampler.start()
+        code, timed_out, oom, error = 0, False, False, None
+        if name in self.error_cases:
+            error = "docker: 500 Server Error: cannot start container"
+        elif name.startswith("ok"):
+            shutil.copy(image, outputs_dir / f"{name}.nii.gz")
+        elif name.startswith("crash"):
+            code = 3
+        elif name.startswith("oomkept"):
+            # the OOM killer took a child, the script exited 137 after writing its output
+            shutil.copy(image, outputs_dir / f"{name}.nii.gz")
+            code, oom = 137, True
+        elif name.startswith("hang"):
+            timed_out, code = True, None
+            shutil.copy(image, outputs_dir / f"{name}.nii.gz")  # partial output, discarded
+        elif name.startswith("wrongname"):
+            shutil.copy(image, outputs_dir / image.name)
+        elif name.startswith("badshape"):
+            shutil.copy(self.submission / "bad.nii.gz", outputs_dir / f"{name}.nii.gz")
+        elif name.startswith("garbage"):
+            (outputs_dir / f"{name}.nii.gz").write_bytes(b"garbage\n")
+        samples = sampler.stop()
+        return Execution(code, timed_out, oom, 1.25, b"out " * 10, b"err", samples, error)
+
+
+CASES = ["badshape", "crash", "garbage", "hang", "noout", "ok1", "ok2", "oomkept", "wrongname"]
+
+
+def test_statuses_layout_and_tables(tmp_path, make_inputs, submission, FakeNVML):
+    inputs = make_inputs(CASES)
+    backend = ScriptedBackend(submission)
+    nvml = FakeNVML(used_mib=lambda t: 5000.0)
+    records = run_submission(backend, inputs, tmp_path / "out", team="teamx", gpu_index=0,
+                             nvml=nvml, progress=False, log_cap_bytes=12)
+    status = {r["case"]: r["status"] for r in records}
+    assert status == {
+        "badshape": "bad_output", "crash": "crash", "garbage": "bad_output", "hang": "timeout",
+        "noout": "no_output", "ok1": "ok", "ok2": "ok", "oomkept": "oom",
+        "wrongname": "no_output",
+    }
+    messages = {r["case"]: r["message"] for r in records}
+    assert "found ['wrongname_0000.nii.gz']" in messages["wrongname"]
+    assert "shape (3, 3, 3), the input has (4, 5, 6)" in messages["badshape"]
+    assert "not a readable label volume" in messages["garbage"]
+    assert "exited with 3" in messages["crash"]
+    assert "valid prediction was kept" in messages["oomkept"]
+
+    team = tmp_path / "out" / "teamx"
+    # valid outputs only, bytes untouched (same as the input the scripted run copied)
+    assert sorted(p.name for p in (team / "predictions").iterdir()) == [
+        "ok1.nii.gz", "ok2.nii.gz", "oomkept.nii.gz"]
+    assert (team / "predictions" / "ok1.nii.gz").read_bytes() == (
+        inputs / "ok1_0000.nii.gz").read_bytes()
+    assert not (team / ".work").exists()
+
+    runs = pd.read_csv(team / "runs.csv")
+    assert list(runs.columns) == list(RUNS_COLUMNS)
+    assert list(runs["case"]) == CASES
+    assert runs["time_s"].tolist() == [1.25] * len(CASES)
+    assert (runs["max_gpu_mib"] == 5000).all() and (runs["n_gpu_samples"] >= 1).all()
+    # 5000 MiB held one period (0.1 s) per sample: (5000 - 4096) * 0.1 per sample over tolerance
+    row = runs.iloc[0]
+    assert row["auc_gpu_over_tolerance_mibs"] >= 90.4 * row["n_gpu_samples"] - 1e-6
+
+    eff = pd.read_csv(team / "teamx_Efficiency.csv")
+    assert list(eff.columns) == list(EFFICIENCY_COLUMNS)
+    assert list(eff["Name"]) == [f"{c}_0000.nii.gz" for c in CASES]
+    assert (eff["Time"] == 1.25).all() and (eff["MaxGPU_Mem"] == 5000).all()
+
+    document = json.loads((team / "efficiency" / "ok1_0000.json").read_text())
+    for key in ("gpu_memory", "cpu_list", "RAM_list", "time", "t_s"):
+        assert key in document
+    assert document["time"] == 1.25 and document["gpu_memory"][0] == 5000.0
+    # logs capped to the last 12 bytes with a note
+    log = (team / "logs" / "ok1.stdout.txt").read_text()
+    assert log.endswith("out out out ") and "first 28 bytes dropped" in log
+
+
+def test_resume_skips_finished_cases_and_retries_runner_errors(tmp_path, make_inputs,
+                                                               submission):
+    inputs = make_inputs(["ok1", "ok2", "crash", "ok3"])
+    out = tmp_path / "out"
+    first = ScriptedBackend(submission, error_cases=("ok2",))
+    records = run_submission(first, inputs, out, team="t", progress=False)
+    assert {r["case"]: r["status"] for r in records}["ok2"] == "error"
+
+    # a run killed after ok1: its record is lost, the others stay
+    (out / "t" / "efficiency" / "ok3_0000.json").unlink()
+    second = ScriptedBackend(submission)
+    records = run_submission(second, inputs, out, team="t", progress=False)
+    assert sorted(second.ran) == ["ok2", "ok3"]  # 'error' retried, lost case re-run
+    assert all(r["status"] == "ok" for r in records if r["case"] != "crash")
+    assert len(pd.read_csv(out / "t" / "runs.csv")) == 4
+
+    third = ScriptedBackend(submission)
+    run_submission(third, inputs, out, team="t", progress=False)
+    assert third.ran == []
+    run_submission(third, inputs, out, team="t", progress=False, retry_failed=True)
+    assert third.ran == ["crash"]
+
+
+def test_a_retried_case_that_now_fails_loses_its_old_prediction(tmp_path, make_inputs,
+                                                                submission):
+    inputs = make_inputs(["ok1"])
+    out = tmp_path / "out"
+    run_submission(ScriptedBackend(submission), inputs, out, team="t", progress=False)
+    assert (out / "t" / "predictions" / "ok1.nii.gz").is_file()
+    (out / "t" / "efficiency" / "ok1_0000.json").unlink()
+    run_submission(ScriptedBackend(submission, error_cases=("ok1",)), inputs, out, team="t",
+                   progress=False)
+    assert not (out / "t" / "predictions" / "ok1.nii.gz").exists()
+
+
+def test_resume_with_other_settings_is_refused(tmp_path, make_inputs, submission):
+    inputs = make_inputs(["ok1"])
+    run_submission(ScriptedBackend(submission), inputs, tmp_path, team="t", progress=False)
+    with pytest.raises(ConfigError, match="other settings.*gpu_tolerance_mib"):
+        run_submission(ScriptedBackend(submission), inputs, tmp_path, team="t",
+                       gpu_tolerance_mib=2048, progress=False)
+    # a new timeout is allowed (e.g. to get past a hanging case); each case records its own
+    run_submission(ScriptedBackend(submission), inputs, tmp_path, team="t", timeout_s=5,
+                   progress=False)
+
+
+def test_bad_arguments(tmp_path, make_inputs, submission):
+    with pytest.raises(InputError, match="expected files named <id>_0000.nii.gz"):
+        run_submission(ScriptedBackend(submission), tmp_path, tmp_path / "o", team="t")
+    with pytest.raises(InputError, match="expected a folder"):
+        run_submission(ScriptedBackend(submission), tmp_path / "nope", tmp_path / "o", team="t")
+    with pytest.raises(ConfigError, match="plain folder name"):
+        run_submission(ScriptedBackend(submission), make_inputs(["ok1"]), tmp_path, team="../x")
