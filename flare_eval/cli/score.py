@@ -19,6 +19,7 @@ warning and in OUT/cases.csv, unless --strict. Writes into OUT:
   scores.txt            official summary, official key order
   per_case.csv          official columns: Name, 14 x <class>_DSC, 14 x <class>_NSD
   metrics_long.csv      tidy: case, name, label, class, metric (dsc|nsd|hd95), value, status
+                        (also metrics_long.parquet with --parquet)
   cases.csv             case status (ok | missing_prediction | bad_prediction | bad_reference)
   lesions_per_case.csv  lesion counts, precision, recall, F1, PQ, volumes per case
   lesions.csv           one row per lesion instance
@@ -58,6 +59,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="match by IoU, or count any overlap as a detection")
     p.add_argument("--strict", action="store_true",
                    help="stop at the first missing or unreadable file instead of scoring it as failed")
+    p.add_argument("--parquet", action="store_true",
+                   help="also write the tidy table as metrics_long.parquet (needs pyarrow)")
     p.add_argument("--overwrite", action="store_true",
                    help="discard scores already in OUT instead of resuming")
     p.set_defaults(handler=run)
@@ -95,7 +98,7 @@ def run(args: argparse.Namespace) -> int:
 
         result = score_folders(
             args.pred, args.gt, args.out, options=options, workers=args.workers,
-            executor=executor, progress=progress,
+            executor=executor, progress=progress, parquet=args.parquet,
         )
     for record in result.failed:
         console.print(f"[yellow]warning[/]: {record.case}: {record.status}: {record.message}")

@@ -146,6 +146,7 @@ def score_folders(
     workers: int = 1,
     executor: Executor | None = None,
     progress: Callable[[int, int, CaseRecord], None] | None = None,
+    parquet: bool = False,
 ) -> ScoreRun:
     """Score every reference case and write the tables.
 
@@ -164,12 +165,19 @@ def score_folders(
         instead of the local pool.
     progress
         Called as ``progress(done, total, record)`` after every case.
+    parquet
+        Also write the tidy table as ``metrics_long.parquet`` (needs pyarrow).
 
     Returns
     -------
     ScoreRun
     """
     pred_dir, gt_dir, out_dir = Path(pred_dir), Path(gt_dir), Path(out_dir)
+    if parquet:
+        try:
+            import pyarrow  # noqa: F401
+        except ImportError:
+            raise ConfigError("--parquet needs pyarrow", hint="pip install 'flare-eval[parquet]'") from None
     pairs, extra = pair_files(pred_dir, gt_dir)
     config = {
         **options.fingerprint(),
@@ -215,7 +223,7 @@ def score_folders(
                 pool.shutdown(cancel_futures=True)
     ordered = [records[case_id_of(reference)] for reference, _ in pairs]
     summary = write_outputs(ordered, out_dir, options, extra=extra, elapsed_s=time.time() - started,
-                            reused=reused)
+                            reused=reused, parquet=parquet)
     return ScoreRun(ordered, summary, reused, out_dir)
 
 
@@ -227,6 +235,7 @@ def write_outputs(
     extra: list[str],
     elapsed_s: float,
     reused: int,
+    parquet: bool = False,
 ) -> dict[str, float]:
     """Write every final table of a complete run, each atomically; return the official summary."""
     from flare_eval import __version__
@@ -238,6 +247,8 @@ def write_outputs(
     atomic_write_text(out_dir / "scores.txt", scores_txt(summary))
     tidy = tidy_table(records, preset)
     write_table(tidy, out_dir / "metrics_long.csv")
+    if parquet:
+        write_table(tidy, out_dir / "metrics_long.parquet")
     write_table(cases_table(records), out_dir / "cases.csv")
     undefined: dict[str, int] = {}
     if preset.lesion_label is not None:

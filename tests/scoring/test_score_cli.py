@@ -155,3 +155,11 @@ def test_affine_mismatch_is_reported(challenge, tmp_path):
 def test_missing_folder_is_a_clear_error(tmp_path, capsys):
     assert main(["score", "--pred", str(tmp_path / "x"), "--gt", str(tmp_path), "--out", str(tmp_path / "o")]) == EXIT_INPUT
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_parquet_tidy_table_equals_the_csv(challenge, tmp_path):
+    pytest.importorskip("pyarrow")
+    run_score(challenge, tmp_path / "p", "--parquet")
+    csv = pd.read_csv(tmp_path / "p" / "metrics_long.csv")
+    parquet = pd.read_parquet(tmp_path / "p" / "metrics_long.parquet")
+    pd.testing.assert_frame_equal(csv, parquet, check_dtype=False)
