@@ -19,7 +19,8 @@ from flare_eval.errors import EXIT_BUG, FlareEvalError
 __all__ = ["VERBS", "build_parser", "main"]
 
 #: Verb modules, in the order ``--help`` lists them.
-VERBS: tuple[str, ...] = ("score", "phantoms", "run", "ensemble", "rank", "report", "demo")
+VERBS: tuple[str, ...] = ("score", "phantoms", "run", "ensemble", "rank", "report", "evaluate",
+                          "demo")
 
 _EPILOG = """\
 exit codes: 0 done; 1 a bug in flare-eval (traceback shown); 2 wrong arguments;

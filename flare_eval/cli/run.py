@@ -81,8 +81,9 @@ def run(args: argparse.Namespace) -> int:
     import sys
     import warnings
 
-    from flare_eval.errors import ConfigError, RunnerError
-    from flare_eval.runner import DockerBackend, DockerOptions, LocalBackend, load_image, run_submission
+    from flare_eval.errors import ConfigError
+    from flare_eval.runner import (DockerBackend, DockerOptions, LocalBackend, connect, load_image,
+                                   run_submission)
 
     if args.backend == "local":
         if args.submission is None:
@@ -92,14 +93,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         if args.image is None:
             raise ConfigError("--backend docker needs --image IMAGE_OR_TARBALL")
-        import docker
-
-        try:
-            client = docker.from_env()
-            client.ping()
-        except docker.errors.DockerException as err:
-            raise RunnerError(f"no docker engine answers ({err})",
-                              hint="start dockerd, or set DOCKER_HOST") from None
+        client = connect()
         options = DockerOptions(gpu_index=args.gpu, memory=args.memory, shm_size=args.shm_size,
                                 network=args.network, pids_limit=args.pids_limit)
         backend = DockerBackend(client, load_image(client, args.image), options)

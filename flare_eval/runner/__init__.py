@@ -8,7 +8,7 @@ loads neither docker nor NVML: those are imported when a backend or sampler is u
 
 from __future__ import annotations
 
-from flare_eval.runner.docker_backend import DockerBackend, DockerOptions, load_image
+from flare_eval.runner.docker_backend import DockerBackend, DockerOptions, connect, load_image
 from flare_eval.runner.efficiency import (
     EFFICIENCY_COLUMNS,
     OFFICIAL_PERIOD_S,
@@ -51,6 +51,7 @@ __all__ = [
     "ResourceSampler",
     "Samples",
     "check_prediction",
+    "connect",
     "cpu_utilisation_percent",
     "efficiency_row",
     "find_cases",

@@ -23,7 +23,7 @@ from flare_eval.errors import RunnerError
 from flare_eval.runner.execution import Execution
 from flare_eval.runner.sampler import ResourceSampler
 
-__all__ = ["CONTAINER_LABEL", "WORK_LABEL", "DockerOptions", "DockerBackend", "load_image"]
+__all__ = ["CONTAINER_LABEL", "WORK_LABEL", "DockerOptions", "DockerBackend", "connect", "load_image"]
 
 #: Label put on every container this runner creates (to find leftovers).
 CONTAINER_LABEL = "flare-eval.runner"
@@ -65,6 +65,25 @@ class DockerOptions:
     pids_limit: int = 4096
     command: tuple[str, ...] = ("sh", "predict.sh")
     labels: dict[str, str] = field(default_factory=dict)
+
+
+def connect() -> Any:
+    """A ``docker.DockerClient`` of the environment's engine (``DOCKER_HOST`` honoured), checked.
+
+    Raises
+    ------
+    RunnerError
+        When no engine answers.
+    """
+    import docker
+
+    try:
+        client = docker.from_env()
+        client.ping()
+    except docker.errors.DockerException as err:
+        raise RunnerError(f"no docker engine answers ({err})",
+                          hint="start dockerd, or set DOCKER_HOST") from None
+    return client
 
 
 def load_image(client: Any, image: str) -> str:

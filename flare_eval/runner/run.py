@@ -228,7 +228,7 @@ def run_submission(
     period_s: float = 0.1,
     log_cap_bytes: int = 1 << 20,
     retry_failed: bool = False,
-    progress: bool = True,
+    progress: bool | Callable[[int, str], None] = True,
     nvml: Any = None,
 ) -> list[dict[str, Any]]:
     """Run a submission on every case of ``inputs_dir``, one fresh run per case, and record it.
@@ -259,7 +259,8 @@ def run_submission(
     retry_failed
         Re-run cases recorded with any status but ``ok`` (``error`` is always re-run).
     progress
-        Show a progress bar.
+        Show a progress bar; or a callable ``advance(n_cases, text)`` to call instead (a
+        caller's display of a larger job, as ``flare-eval evaluate``: rich allows one at a time).
     nvml
         NVML stand-in for tests (see :class:`~flare_eval.runner.sampler.ResourceSampler`).
 
@@ -359,8 +360,12 @@ def _run_one(backend: Backend, sampler: ResourceSampler, case: str, input_image:
 
 
 @contextlib.contextmanager
-def _progress(enabled: bool, total: int) -> Iterator[Callable[[int, str], None]]:
-    """A rich progress bar over the cases (or nothing); yields ``advance(n, text)``."""
+def _progress(enabled: bool | Callable[[int, str], None], total: int
+              ) -> Iterator[Callable[[int, str], None]]:
+    """A rich progress bar over the cases (or nothing, or the caller's); yields ``advance(n, text)``."""
+    if callable(enabled):
+        yield enabled
+        return
     if not enabled:
         yield lambda n, text: None
         return

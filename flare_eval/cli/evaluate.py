@@ -1,0 +1,143 @@
+"""``flare-eval evaluate``: every team tarball run, scored, ranked and reported, resumably."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from flare_eval.errors import EXIT_OK, EXIT_PARTIAL
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from flare_eval.organizer import Evaluation
+
+__all__ = ["register", "run_evaluate"]
+
+DESCRIPTION = """\
+The organizer's pipeline. For each SUBMISSIONS/<team>.tar (or .tar.gz, made by 'docker save';
+the team is the file name), load the image and run every IMAGES/<id>_0000.nii.gz in a fresh
+container (as 'flare-eval run': one case and one container at a time, teams one after another,
+so timings are fair), then score the predictions against LABELS/<id>.nii.gz (as 'flare-eval
+score', on --workers local processes or on the dask cluster at --scheduler), rank every team
+with the bootstrap and significance tests (as 'flare-eval rank') and write the report.
+Writes into OUT:
+  manifest.json           configuration and inputs (tarball SHA-256, file names and sizes)
+  status.json             'complete': false until the leaderboard and report are final
+  results/<team>/         run outputs (predictions/, efficiency/, runs.csv...) and score
+                          outputs (per_case.csv, scores.txt...) side by side
+  results/ranking/        rank outputs (leaderboard.csv...), once every team is complete
+  report.html, figures/   the report, idem
+  failures.csv            every failed load, run and scored case: team, case, stage, status
+Crash safe: after a kill or a reboot, run the same command again: it continues where it
+stopped and never reruns a finished case. Other options or inputs with the same OUT are
+refused (to re-rank finished results differently, use 'flare-eval rank OUT/results').
+
+example:
+  flare-eval evaluate --submissions tarballs --images test/images --labels test/labels \\
+      --out eval23 --gpu 0 --timeout 600 --scheduler tcp://10.0.0.5:8786
+"""
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the ``evaluate`` verb."""
+    from flare_eval.cli.main import HelpFormatter
+    from flare_eval.presets import PRESETS
+
+    p = subparsers.add_parser(
+        "evaluate", help="run, score, rank and report every team tarball (resumable)",
+        description=DESCRIPTION, formatter_class=HelpFormatter,
+    )
+    p.add_argument("--submissions", required=True, type=Path, metavar="DIR",
+                   help="folder of <team>.tar / <team>.tar.gz docker save tarballs")
+    p.add_argument("--images", required=True, type=Path, metavar="DIR",
+                   help="hidden test images <id>_0000.nii.gz")
+    p.add_argument("--labels", required=True, type=Path, metavar="DIR",
+                   help="their references <id>.nii.gz")
+    p.add_argument("--out", required=True, type=Path, metavar="DIR", help="output folder")
+    p.add_argument("--timeout", type=float, default=None, metavar="SECONDS",
+                   help="kill a case's container after this long (default: no limit, as officially)")
+    p.add_argument("--gpu", type=int, default=None, metavar="INDEX",
+                   help="GPU given to every container and sampled; none if unset")
+    p.add_argument("--scheduler", metavar="ADDRESS", default=None,
+                   help="dask.distributed scheduler (tcp://HOST:PORT) to score on; containers "
+                        "still run here")
+    p.add_argument("--workers", type=int, default=1,
+                   help="local scoring processes (without --scheduler)")
+    p.add_argument("--bootstrap", type=int, default=1000, metavar="N",
+                   help="bootstrap samples of the ranking (0: none)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the bootstrap draws")
+    p.add_argument("--preset", default="flare23", choices=sorted(PRESETS),
+                   help="scoring and ranking rules")
+    p.add_argument("--memory", default="28g", help="container memory limit, swap included")
+    p.add_argument("--shm-size", default="28g", help="container /dev/shm size")
+    p.add_argument("--no-progress", action="store_true", help="no progress display")
+    p.set_defaults(handler=run_evaluate)
+
+
+def _print_summary(console: Console, result: Evaluation) -> None:
+    from rich.table import Table
+
+    board = Table(title="leaderboard")
+    for column in ("rank", "team", "mean_rank"):
+        board.add_column(column, justify="left" if column == "team" else "right")
+    for row in result.leaderboard.itertuples(index=False):
+        board.add_row(str(row.rank), str(row.team), f"{row.mean_rank:.3f}")
+    console.print(board)
+    if result.failures.empty:
+        console.print("no failures: every team ran and was scored on every case")
+    else:
+        failures = Table(title="failures per team (all in failures.csv)")
+        for column in ("team", "stage", "status", "cases"):
+            failures.add_column(column)
+        counts = result.failures.groupby(["team", "stage", "status"], sort=True)["case"]
+        for (team, stage, status), cases in counts:
+            failures.add_row(str(team), str(stage), str(status),
+                             ", ".join(str(c) for c in cases if c) or "(all)")
+        console.print(failures)
+    console.print(f"report: {result.report}")
+
+
+def run_evaluate(args: argparse.Namespace) -> int:
+    """Handler of ``flare-eval evaluate``."""
+    import contextlib
+    import warnings
+
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from flare_eval.cli.progress import scheduler_executor
+    from flare_eval.organizer import evaluate
+    from flare_eval.presets import get_preset
+    from flare_eval.runner import DockerOptions
+
+    console = Console(stderr=True)
+    columns = (TextColumn("{task.fields[stage]:<8}"), BarColumn(), MofNCompleteColumn(),
+               TimeElapsedColumn(), TextColumn("{task.description}"))
+    tasks: dict[str, Any] = {}
+    with contextlib.ExitStack() as stack:
+        executor = stack.enter_context(scheduler_executor(args.scheduler))
+        bar = None if args.no_progress else stack.enter_context(
+            Progress(*columns, console=console))
+
+        def progress(stage: str, done: int, total: int, text: str) -> None:
+            if bar is None:
+                return
+            if stage not in tasks:
+                tasks[stage] = bar.add_task("", total=total, stage=stage)
+            bar.update(tasks[stage], completed=done, total=total, description=text)
+
+        stack.enter_context(warnings.catch_warnings())
+        # One plain line per warning (no GPU, no NVML...) instead of a source location.
+        warnings.showwarning = lambda message, *_, **__: console.print(
+            f"flare-eval evaluate: warning: {message}")
+        result = evaluate(
+            args.submissions, args.images, args.labels, args.out, timeout_s=args.timeout,
+            gpu_index=args.gpu, preset=get_preset(args.preset),
+            container=DockerOptions(memory=args.memory, shm_size=args.shm_size),
+            n_bootstrap=args.bootstrap, seed=args.seed, workers=args.workers, executor=executor,
+            progress=progress,
+        )
+    _print_summary(console, result)
+    return EXIT_PARTIAL if not result.failures.empty else EXIT_OK

@@ -1,0 +1,374 @@
+"""The organizer's whole job: every team tarball run, scored, ranked and reported, resumably.
+
+Layout of the output folder::
+
+    manifest.json             configuration and inputs (a re-run must match it)
+    status.json               complete: false until the leaderboard and report are final
+    results/<team>/           'flare-eval run' outputs (predictions/, efficiency/, logs/,
+                              runs.csv, <team>_Efficiency.csv, runner.json) and, beside them,
+                              'flare-eval score' outputs (per_case.csv, cases.csv, scores.txt,
+                              metrics_long.csv, lesions*.csv, run.json, .flare-eval-cache/)
+    results/ranking/          'flare-eval rank' outputs, only once every team is complete
+    figures/, report.html     the report, idem
+    failures.csv              every failed load, run and scored case: team, case, stage,
+                              status, message
+
+Stages, each calling the function that does it elsewhere: (1) per team, ``docker load`` the
+tarball and :func:`~flare_eval.runner.run_submission` every case, one fresh container at a
+time, teams one after another, nothing else running, so that timings are fair; (2) per team,
+:func:`~flare_eval.scoring.score_folders` on a local process pool or a dask cluster; (3)
+:func:`~flare_eval.ranking.rank_results`; (4) :func:`~flare_eval.report.write_report`.
+
+Crash safety: the runner and the scorer keep one atomic record per finished case and skip it
+when run again, so a killed evaluation started again with the same command loses at most the
+cases in flight; the manifest refuses a changed configuration or input set; the ranking is
+written into a staging folder and moved into place only when every team has run and been
+scored, and ``status.json`` says ``complete: true`` only after the report is written.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import fcntl
+import os
+import shutil
+from collections.abc import Callable, Iterator
+from concurrent.futures import Executor, ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from flare_eval.errors import ConfigError, IncompleteRunError, InputError, RunnerError
+from flare_eval.organizer.manifest import (
+    Submission,
+    claim_manifest,
+    find_submissions,
+    read_status,
+    write_status,
+)
+from flare_eval.presets import FLARE23, Preset
+from flare_eval.report.results import RANKING_FOLDER
+from flare_eval.runner.docker_backend import DockerOptions
+from flare_eval.scoring.case import LesionOptions
+from flare_eval.typing import StrPath
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from flare_eval.scoring import ScoreOptions
+
+__all__ = ["FAILURE_COLUMNS", "Evaluation", "ProgressCallback", "evaluate"]
+
+#: Columns of ``failures.csv`` (those of the report's failure table).
+FAILURE_COLUMNS: tuple[str, ...] = ("team", "case", "stage", "status", "message")
+#: ``progress(stage, done, total, text)``; stages ``run``, ``score``, ``rank``, ``report``.
+ProgressCallback = Callable[[str, int, int, str], None]
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """What :func:`evaluate` produced (everything is also on disk under ``out_dir``).
+
+    Attributes
+    ----------
+    out_dir
+        The output folder.
+    leaderboard
+        ``results/ranking/leaderboard.csv``.
+    failures
+        ``failures.csv``: one row per failed load, run or scored case.
+    report
+        ``report.html``.
+    """
+
+    out_dir: Path
+    leaderboard: pd.DataFrame
+    failures: pd.DataFrame
+    report: Path
+
+
+@contextlib.contextmanager
+def _exclusive(out_dir: Path) -> Iterator[None]:
+    """Hold ``OUT/.lock``: two evaluations writing into one folder would mix their records."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with (out_dir / ".lock").open("w") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise ConfigError(f"--out {out_dir}: another flare-eval evaluate is writing there",
+                              hint="wait for it, or give another --out folder") from None
+        yield  # the kernel drops the lock when the process dies, however it dies
+
+
+def _test_cases(images_dir: Path, labels_dir: Path) -> list[str]:
+    """Case ids of the hidden test set; every image must have its label and vice versa."""
+    from flare_eval.runner import find_cases
+    from flare_eval.scoring.case import case_id_of
+
+    cases = [case for case, _ in find_cases(images_dir)]
+    if not Path(labels_dir).is_dir():
+        raise InputError(f"--labels {labels_dir}: expected a folder, found none")
+    labels = {case_id_of(p) for p in Path(labels_dir).iterdir() if p.name.endswith(".nii.gz")}
+    unlabelled, unused = sorted(set(cases) - labels), sorted(labels - set(cases))
+    if unlabelled or unused:
+        raise InputError(
+            f"--images {images_dir} and --labels {labels_dir} hold different cases (images "
+            f"without a label: {unlabelled or 'none'}; labels without an image: {unused or 'none'})",
+            hint="images are <id>_0000.nii.gz, labels <id>.nii.gz",
+        )
+    return cases
+
+
+def _runs_finished(team_dir: Path, cases: list[str]) -> bool:
+    """Whether the runner recorded every case with a final status (``error`` is retried)."""
+    import pandas as pd
+
+    path = team_dir / "runs.csv"
+    if not path.is_file():
+        return False
+    runs = pd.read_csv(path, usecols=["case", "status"], dtype=str)
+    return set(runs["case"]) == set(cases) and not (runs["status"] == "error").any()
+
+
+def _run_team(client: Any, submission: Submission, images_dir: Path, results: Path,
+              cases: list[str], *, options: DockerOptions, timeout_s: float | None,
+              gpu_tolerance_mib: float, advance: Callable[[int, str], None]
+              ) -> dict[str, Any]:
+    """Load and run one team (stage 1); returns its entry of ``status.json``."""
+    from flare_eval.runner import DockerBackend, load_image, run_submission
+
+    team_dir = results / submission.team
+    if _runs_finished(team_dir, cases):  # spare re-loading a multi-GB tarball on a resume
+        advance(len(cases), f"{submission.team}: already ran")
+        return {"run": "done"}
+    try:
+        reference = load_image(client, str(submission.path))
+    except RunnerError as err:
+        # The team's fault (not an image, several images): it has no prediction, every case
+        # is scored as missing, and the load is tried again only while the run is unfinished.
+        (team_dir / "predictions").mkdir(parents=True, exist_ok=True)
+        advance(len(cases), f"{submission.team}: not loadable")
+        return {"run": "load_failed", "load_error": err.message}
+    # Runs go by image ID: two tarballs saved under one tag must not replace each other.
+    image_id = client.images.get(reference).id
+    records = run_submission(
+        DockerBackend(client, image_id, options), images_dir, results, team=submission.team,
+        timeout_s=timeout_s, gpu_index=options.gpu_index, gpu_tolerance_mib=gpu_tolerance_mib,
+        progress=lambda n, text: advance(n, f"{submission.team}: {text}"),
+    )
+    errors = sum(r["status"] == "error" for r in records)
+    return {"run": "incomplete" if errors else "done", "image": reference, "image_id": image_id,
+            "engine_errors": errors}
+
+
+def _failures(results: Path, teams: dict[str, dict[str, Any]]) -> pd.DataFrame:
+    """Every failed load, run and scored case, the report's failure table first."""
+    import pandas as pd
+
+    from flare_eval.report.results import load_results
+
+    loads = pd.DataFrame(
+        [(team, "", "load", "load_failed", entry["load_error"])
+         for team, entry in teams.items() if entry.get("run") == "load_failed"],
+        columns=list(FAILURE_COLUMNS))
+    table = load_results(results).failures
+    frames = [f for f in (loads, table) if not f.empty]
+    merged = pd.concat(frames, ignore_index=True) if frames else loads
+    return merged[list(FAILURE_COLUMNS)].sort_values(["team", "stage", "case"], kind="stable",
+                                                     ignore_index=True)
+
+
+def _finished(out: Path) -> Evaluation:
+    import pandas as pd
+
+    return Evaluation(out, pd.read_csv(out / "results" / RANKING_FOLDER / "leaderboard.csv"),
+                      pd.read_csv(out / "failures.csv", keep_default_na=False),
+                      out / "report.html")
+
+
+def evaluate(
+    submissions_dir: StrPath,
+    images_dir: StrPath,
+    labels_dir: StrPath,
+    out_dir: StrPath,
+    *,
+    timeout_s: float | None = None,
+    gpu_index: int | None = None,
+    preset: Preset = FLARE23,
+    lesion_options: LesionOptions = LesionOptions(),
+    container: DockerOptions = DockerOptions(),
+    n_bootstrap: int = 1000,
+    seed: int = 0,
+    workers: int = 1,
+    executor: Executor | None = None,
+    client: Any = None,
+    progress: ProgressCallback | None = None,
+) -> Evaluation:
+    """Run, score, rank and report every submission; resume a killed evaluation.
+
+    Parameters
+    ----------
+    submissions_dir
+        Folder of ``<team>.tar`` / ``<team>.tar.gz`` files made by ``docker save``.
+    images_dir
+        Hidden test images ``<id>_0000.nii.gz``.
+    labels_dir
+        Their references ``<id>.nii.gz``.
+    out_dir
+        Output folder (layout in the module docs).  Running again with the same arguments
+        resumes; other arguments or inputs are refused.
+    timeout_s
+        Seconds before a case's container is killed (status ``timeout``); ``None``: no limit.
+    gpu_index
+        GPU given to every container and sampled through NVML; ``None``: none.
+    preset, lesion_options
+        Scoring and ranking rules.
+    container
+        Container settings (memory, shared memory, network...); ``gpu_index`` replaces its GPU.
+    n_bootstrap, seed
+        Bootstrap samples of the ranking and their seed.
+    workers
+        Scoring processes of the local pool (ignored with ``executor``).
+    executor
+        Where the scoring runs instead, e.g. ``distributed.Client(address).get_executor()``:
+        the containers always run here, one at a time.  Workers must see the same paths.
+    client
+        A ``docker.DockerClient``; by default the environment's engine.
+    progress
+        Called as ``progress(stage, done, total, text)``.
+
+    Returns
+    -------
+    Evaluation
+
+    Raises
+    ------
+    ConfigError
+        ``out_dir`` holds an evaluation of another configuration or input set, or another
+        evaluation is writing there.
+    InputError
+        No tarball, no test case, images and labels that do not pair.
+    RunnerError
+        No docker engine answers.
+    IncompleteRunError
+        The engine failed on some cases (status ``error``): everything else is done and kept;
+        run again to retry them.  No leaderboard is written.
+    """
+    from flare_eval.scoring import ScoreOptions
+
+    for name, value, lowest in (("--bootstrap", n_bootstrap, 0), ("--workers", workers, 1)):
+        if value < lowest:
+            raise ConfigError(f"{name} must be {lowest} or more, got {value}")
+    if timeout_s is not None and not timeout_s > 0:
+        raise ConfigError(f"--timeout must be a positive number of seconds, got {timeout_s}")
+    out, images, labels = Path(out_dir), Path(images_dir), Path(labels_dir)
+    report = progress or (lambda stage, done, total, text: None)
+    submissions = find_submissions(Path(submissions_dir))
+    cases = _test_cases(images, labels)
+    options = dataclasses.replace(container, gpu_index=gpu_index)
+    score_options = ScoreOptions(preset=preset, lesions=lesion_options)
+    configuration = {
+        **score_options.fingerprint(),
+        "timeout_s": timeout_s,
+        "container": dataclasses.asdict(options),
+        "n_bootstrap": n_bootstrap,
+        "seed": seed,
+    }
+    with _exclusive(out):
+        claim_manifest(out, configuration, submissions, images, labels)
+        status = read_status(out)
+        if status is not None and status.get("complete"):
+            return _finished(out)
+        results = out / "results"
+        teams: dict[str, dict[str, Any]] = {s.team: {"tarball": s.path.name} for s in submissions}
+
+        def save(stage: str) -> None:
+            write_status(out, {"complete": False, "stage": stage, "teams": teams})
+
+        save("run")
+        if client is None:
+            from flare_eval.runner import connect
+
+            client = connect()
+        total = len(submissions) * len(cases)
+        done = 0
+
+        def advance(n: int, text: str) -> None:
+            nonlocal done
+            done += n
+            report("run", done, total, text)
+
+        for submission in submissions:
+            teams[submission.team].update(_run_team(
+                client, submission, images, results, cases, options=options,
+                timeout_s=timeout_s, gpu_tolerance_mib=preset.gpu_tolerance_mib,
+                advance=advance))
+            save("run")
+        _score_all(teams, results, labels, score_options, workers=workers, executor=executor,
+                   n_cases=len(cases), report=report)
+        save("score")
+        unfinished = sorted(t for t, e in teams.items() if e["run"] == "incomplete")
+        if unfinished:
+            raise IncompleteRunError(
+                f"the container engine failed on some cases of {unfinished} (status 'error' in "
+                "their runs.csv); everything else is done and kept, no leaderboard was written",
+                hint="run the same command again to retry those cases",
+            )
+        return _rank_and_report(out, results, teams, preset=preset, n_bootstrap=n_bootstrap,
+                                seed=seed, report=report)
+
+
+def _score_all(teams: dict[str, dict[str, Any]], results: Path, labels: Path,
+               options: ScoreOptions, *, workers: int, executor: Executor | None, n_cases: int,
+               report: ProgressCallback) -> None:
+    """Stage 2: score every team that has finished running, on one pool for all teams."""
+    from flare_eval.scoring import score_folders
+
+    ready = [team for team, entry in teams.items() if entry["run"] != "incomplete"]
+    total = len(teams) * n_cases
+    own = executor is None and workers > 1
+    pool = ProcessPoolExecutor(max_workers=workers) if own else executor
+    try:
+        for k, team in enumerate(ready):
+            before = k * n_cases
+            run = score_folders(
+                results / team / "predictions", labels, results / team, options=options,
+                executor=pool,
+                progress=lambda done, n, record: report("score", before + done, total,
+                                                        f"{team}: {record.case}"),
+            )
+            teams[team]["scored_failed"] = len(run.failed)
+    finally:
+        if own and pool is not None:
+            pool.shutdown(cancel_futures=True)
+
+
+def _rank_and_report(out: Path, results: Path, teams: dict[str, dict[str, Any]], *,
+                     preset: Preset, n_bootstrap: int, seed: int, report: ProgressCallback
+                     ) -> Evaluation:
+    """Stages 3 and 4, once every team is complete; ``status.json`` says so last."""
+    from flare_eval.io import write_table
+    from flare_eval.ranking import rank_results
+    from flare_eval.report import write_report
+
+    report("rank", 0, 1, f"{n_bootstrap} bootstrap samples")
+    staging = out / ".staging" / RANKING_FOLDER
+    shutil.rmtree(staging.parent, ignore_errors=True)
+    ranked = rank_results(results, staging, preset=preset, n_bootstrap=n_bootstrap, seed=seed)
+    final = results / RANKING_FOLDER
+    shutil.rmtree(final, ignore_errors=True)  # a ranking left by a run killed before its report
+    os.replace(staging, final)
+    staging.parent.rmdir()
+    report("rank", 1, 1, "")
+    report("report", 0, 1, "figures")
+    path = write_report(results, out / "report.html", figures_dir=out / "figures")
+    failures = _failures(results, teams)
+    write_table(failures, out / "failures.csv")
+    report("report", 1, 1, "")
+    for team, entry in teams.items():
+        entry["failed"] = int((failures["team"] == team).sum())
+    write_status(out, {"complete": True, "stage": "done", "teams": teams,
+                       "leaderboard": str(Path("results") / RANKING_FOLDER / "leaderboard.csv"),
+                       "report": "report.html", "ranking_warnings": ranked.warnings})
+    return Evaluation(out, ranked.leaderboard, failures, path)

@@ -1,0 +1,300 @@
+"""``flare-eval evaluate`` end to end with real containers: the leaderboard of teams of known
+quality and failures, a run killed with SIGKILL and resumed, a changed configuration refused.
+
+What "identical" means for a killed and resumed run: container wall times differ from run to
+run, so the timing columns (``time_s``, ``Time``, timestamps), the raw runtimes of the
+leaderboard and of the case ranks, and the Wilcoxon p-values of the runtime (``significance.csv``,
+computed on raw times) may differ.  Everything else must be equal: every prediction and every
+accuracy and lesion table byte for byte, the run statuses, every case rank, the leaderboard's
+order and mean ranks (the FLARE23 runtime floor of 15 s makes every successful run of these tiny
+cases tie, and a failed run takes the fixed penalty), the bootstrap and the failure table.
+
+The team images are built without a registry: a busybox-static rootfs with each team's
+predictions (made with ``simulate_prediction`` at the team's quality) baked in, ``docker
+import``, ``docker save`` into the submissions folder, and removed from the engine, so that the
+pipeline has to load them.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import shutil
+import signal
+import subprocess
+import sys
+import tarfile
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from flare_eval.cli.main import main
+from flare_eval.io import read_label, write_label
+from flare_eval.phantoms import simulate_prediction, write_phantom_set
+from flare_eval.runner.docker_backend import CONTAINER_LABEL
+from tests.conftest import skip_or_fail
+
+pytest.importorskip("psutil")  # the runner's sampler
+pytest.importorskip("matplotlib")  # the report
+pytestmark = [pytest.mark.docker, pytest.mark.slow]
+
+TIMEOUT_S = "4"
+SCORE_TABLES = ("per_case.csv", "cases.csv", "metrics_long.csv", "lesions_per_case.csv",
+                "lesions.csv", "scores.txt")
+RANKING_TABLES = ("bootstrap_kendall.csv", "bootstrap_ranks.csv", "bootstrap_summary.csv")
+
+
+#: The image's submission: copy the baked prediction of the case in /workspace/inputs, unless
+#: the case is the team's CRASH case (exit 3, no output) or HANG case (sleeps past any timeout).
+PREDICT_SH = """\
+f=$(ls /workspace/inputs)
+id=${f%_0000.nii.gz}
+case "$id" in
+  CRASH) echo "boom on $id" >&2; exit 3 ;;
+  HANG) sleep 120 ;;
+esac
+cp "/workspace/preds/$id.nii.gz" "/workspace/outputs/$id.nii.gz"
+"""
+APPLETS = ("sh", "ls", "cp", "sleep", "echo")
+
+
+@dataclass(frozen=True)
+class Team:
+    name: str
+    quality: str
+    crash: str = "-"
+    hang: str = "-"
+
+
+@dataclass(frozen=True)
+class Challenge:
+    """The hidden test set and the submissions folder of the tests."""
+
+    images: Path
+    labels: Path
+    submissions: Path
+    cases: list[str]
+    tags: list[str]
+
+
+def _add_bytes(tar: tarfile.TarFile, name: str, data: bytes) -> None:
+    info = tarfile.TarInfo(name)
+    info.size = len(data)
+    tar.addfile(info, io.BytesIO(data))
+
+
+def _team_rootfs(busybox: str, script: str, predictions: dict[str, bytes]) -> bytes:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        tar.add(busybox, arcname="bin/busybox")
+        for applet in APPLETS:
+            link = tarfile.TarInfo(f"bin/{applet}")
+            link.type, link.linkname = tarfile.SYMTYPE, "busybox"
+            tar.addfile(link)
+        for folder in ("tmp", "workspace", "workspace/preds"):
+            entry = tarfile.TarInfo(folder)
+            entry.type, entry.mode = tarfile.DIRTYPE, 0o1777
+            tar.addfile(entry)
+        _add_bytes(tar, "workspace/predict.sh", script.encode())
+        for case, data in predictions.items():
+            _add_bytes(tar, f"workspace/preds/{case}.nii.gz", data)
+    return buffer.getvalue()
+
+
+@pytest.fixture(scope="module")
+def challenge(docker_client, tmp_path_factory) -> Challenge:
+    """3 phantom cases; teams alpha (excellent), bravo (good, crashes on the last case),
+    charlie (poor, hangs on the first case) as ``docker save`` tarballs, and delta, whose
+    tarball is no image at all.  The images are removed from the engine after saving, so that
+    the pipeline has to load them."""
+    busybox = shutil.which("busybox")
+    if busybox is None:
+        skip_or_fail("busybox is not installed (apt-get install busybox-static)")
+    root = tmp_path_factory.mktemp("challenge")
+    cases = write_phantom_set(root / "test", cases=3, seed=40, shape=(32, 32, 24),
+                              spacing_mm=(10.0, 10.0, 12.0), prefix="hidden")
+    teams = (Team("alpha", "excellent"), Team("bravo", "good", crash=cases[2]),
+             Team("charlie", "poor", hang=cases[0]))
+    submissions = root / "submissions"
+    submissions.mkdir()
+    run_id = uuid.uuid4().hex[:8]
+    tags = []
+    for t, team in enumerate(teams):
+        predictions = {}
+        for k, case in enumerate(cases):
+            label = read_label(root / "test" / "labels" / f"{case}.nii.gz")
+            path = root / "preds" / team.name / f"{case}.nii.gz"
+            write_label(path, simulate_prediction(label.data, 100 * t + k, quality=team.quality),
+                        affine=label.affine)
+            predictions[case] = path.read_bytes()
+        script = PREDICT_SH.replace("CRASH", team.crash).replace("HANG", team.hang)
+        tag = f"flare-eval-org-{run_id}-{team.name}:latest"
+        repository, version = tag.split(":")
+        docker_client.api.import_image_from_data(
+            _team_rootfs(busybox, script, predictions), repository=repository, tag=version,
+            changes=["WORKDIR /workspace", "ENV PATH=/bin"])
+        with (submissions / f"{team.name}.tar").open("wb") as stream:
+            for chunk in docker_client.images.get(tag).save(named=True):
+                stream.write(chunk)
+        docker_client.images.remove(tag, force=True)
+        tags.append(tag)
+    (submissions / "delta.tar.gz").write_bytes(b"not a docker image")
+    yield Challenge(root / "test" / "images", root / "test" / "labels", submissions, cases, tags)
+    for tag in tags:  # loaded again by the pipeline
+        try:
+            docker_client.images.remove(tag, force=True)
+        except Exception:  # noqa: BLE001 - already gone is fine in a clean-up
+            pass
+
+
+def _args(challenge, out: Path, *, timeout: str = TIMEOUT_S, seed: str = "7",
+          progress: bool = False) -> list[str]:
+    return ["evaluate", "--submissions", str(challenge.submissions), "--images",
+            str(challenge.images), "--labels", str(challenge.labels), "--out", str(out),
+            "--timeout", timeout, "--bootstrap", "50", "--seed", seed,
+            *([] if progress else ["--no-progress"])]
+
+
+@pytest.fixture(scope="module")
+def finished(challenge, tmp_path_factory) -> Path:
+    """An uninterrupted evaluation of the challenge, with the progress display."""
+    out = tmp_path_factory.mktemp("eval") / "out"
+    assert main(_args(challenge, out, progress=True)) == 4  # finished, some cases failed
+    return out
+
+
+def _leftovers(client) -> list:
+    return client.containers.list(all=True, filters={"label": CONTAINER_LABEL})
+
+
+def test_leaderboard_failures_and_outputs(finished, challenge, docker_client):
+    board = pd.read_csv(finished / "results" / "ranking" / "leaderboard.csv")
+    # alpha: excellent, no failure; bravo: good, one crash; charlie: poor, one hang;
+    # delta: no image, so no prediction and no runtime
+    assert list(board["team"]) == ["alpha", "bravo", "charlie", "delta"]
+    assert list(board["rank"]) == [1, 2, 3, 4]
+    status = json.loads((finished / "status.json").read_text())
+    assert status["complete"] is True
+    assert status["teams"]["delta"]["run"] == "load_failed"
+    assert "could not load it as a docker image" in status["teams"]["delta"]["load_error"]
+    failures = pd.read_csv(finished / "failures.csv", keep_default_na=False)
+    first, last = challenge.cases[0], challenge.cases[2]
+    got = set(failures[["team", "case", "stage", "status"]].itertuples(index=False, name=None))
+    assert got == {
+        ("bravo", last, "run", "crash"), ("bravo", last, "score", "missing_prediction"),
+        ("charlie", first, "run", "timeout"), ("charlie", first, "score", "missing_prediction"),
+        ("delta", "", "load", "load_failed"),
+        *(("delta", case, "score", "missing_prediction") for case in challenge.cases),
+    }
+    # runner and scorer outputs side by side in one team folder, nothing overwritten
+    team = finished / "results" / "bravo"
+    runs = pd.read_csv(team / "runs.csv")
+    assert dict(zip(runs["case"], runs["status"])) == {
+        challenge.cases[0]: "ok", challenge.cases[1]: "ok", last: "crash"}
+    assert "boom on" in (team / "logs" / f"{last}.stderr.txt").read_text()
+    assert (team / "bravo_Efficiency.csv").is_file() and (team / "runner.json").is_file()
+    assert json.loads((team / "run.json").read_text())["cases"] == 3
+    assert sorted(p.name for p in (team / "predictions").iterdir()) == [
+        f"{c}.nii.gz" for c in challenge.cases[:2]]
+    assert "charlie" in (finished / "report.html").read_text()
+    assert not (finished / ".staging").exists()
+    assert _leftovers(docker_client) == []
+
+
+def test_finished_run_again_does_nothing_and_changes_are_refused(finished, challenge, capsys):
+    status_before = (finished / "status.json").read_bytes()
+    manifest_before = (finished / "manifest.json").read_bytes()
+    started = time.monotonic()
+    assert main(_args(challenge, finished)) == 4
+    assert time.monotonic() - started < 10  # the hang alone would take 4 s a run
+    assert (finished / "status.json").read_bytes() == status_before
+
+    capsys.readouterr()
+    assert main(_args(challenge, finished, seed="8")) == 2
+    assert "configuration.seed: 7 then, 8 now" in capsys.readouterr().err
+    assert main(_args(challenge, finished, timeout="9")) == 2
+    assert "configuration.timeout_s: 4.0 then, 9.0 now" in capsys.readouterr().err
+    extra = challenge.submissions / "echo.tar"
+    extra.write_bytes((challenge.submissions / "alpha.tar").read_bytes())
+    try:
+        assert main(_args(challenge, finished)) == 2
+    finally:
+        extra.unlink()
+    assert "inputs.submissions: added ['echo.tar']" in capsys.readouterr().err
+    assert (finished / "status.json").read_bytes() == status_before
+    assert (finished / "manifest.json").read_bytes() == manifest_before
+    assert not (finished / "results" / "echo").exists()
+
+
+def _snapshot(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*_0000.json"))}
+
+
+def test_killed_and_resumed_run_equals_the_uninterrupted_one(finished, challenge, tmp_path,
+                                                             docker_client):
+    out = tmp_path / "out"
+    process = subprocess.Popen([sys.executable, "-m", "flare_eval", *_args(challenge, out)],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 120
+    # kill as soon as the first case of the first team is recorded: most of the work is left
+    while not (out / "results" / "alpha" / "runs.csv").is_file():
+        assert process.poll() is None, process.stderr.read().decode()
+        assert time.monotonic() < deadline, "the first case never finished"
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait(timeout=30)
+    process.stderr.close()
+    assert process.returncode == -signal.SIGKILL
+    status = json.loads((out / "status.json").read_text())
+    assert status["complete"] is False
+    assert not (out / "results" / "ranking").exists() and not (out / "report.html").exists()
+    done_before = _snapshot(out / "results")
+    assert 1 <= len(done_before) < 9  # 3 teams with an image x 3 cases
+
+    # the number of scoring processes is no part of the configuration: results are the same
+    assert main([*_args(challenge, out), "--workers", "2"]) == 4
+    after = _snapshot(out / "results")
+    # every case recorded before the kill was kept, not run again
+    assert {k: after[k] for k in done_before} == done_before and len(after) == 9
+    for team in ("alpha", "bravo", "charlie", "delta"):
+        a, b = finished / "results" / team, out / "results" / team
+        for name in SCORE_TABLES:
+            assert (a / name).read_bytes() == (b / name).read_bytes(), (team, name)
+        assert _files(a / "predictions") == _files(b / "predictions")
+        if team != "delta":
+            keep = ["case", "name", "status", "exit_code", "oom_killed", "message"]
+            pd.testing.assert_frame_equal(pd.read_csv(a / "runs.csv")[keep],
+                                          pd.read_csv(b / "runs.csv")[keep])
+    for name in RANKING_TABLES:
+        assert ((finished / "results" / "ranking" / name).read_bytes()
+                == (out / "results" / "ranking" / name).read_bytes()), name
+    boards = [pd.read_csv(o / "results" / "ranking" / "leaderboard.csv").drop(columns="runtime")
+              for o in (finished, out)]
+    pd.testing.assert_frame_equal(*boards)
+    ranks = [pd.read_csv(o / "results" / "ranking" / "case_ranks.csv") for o in (finished, out)]
+    for table in ranks:  # raw wall times differ; their ranks may not
+        table.loc[table["metric"] == "runtime", "value"] = float("nan")
+    pd.testing.assert_frame_equal(*ranks)
+    assert (finished / "failures.csv").read_bytes() == (out / "failures.csv").read_bytes()
+    assert json.loads((out / "status.json").read_text())["complete"] is True
+    assert _leftovers(docker_client) == []  # the container killed with its client is gone too
+
+
+def _files(folder: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
+
+
+def test_a_running_evaluation_holds_its_folder(challenge, tmp_path, capsys):
+    import fcntl
+
+    out = tmp_path / "out"
+    out.mkdir()
+    with (out / ".lock").open("w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        assert main(_args(challenge, out)) == 2
+    assert "another flare-eval evaluate is writing there" in capsys.readouterr().err
+    assert not (out / "manifest.json").exists()
