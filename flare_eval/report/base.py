@@ -1,6 +1,7 @@
 """Common ground of every figure: the colour-blind-safe palette, figure creation and saving.
 
-matplotlib is imported inside the functions (with the non-interactive Agg backend) so that
+matplotlib is imported inside the functions, and figures are plain ``Figure`` objects that never
+touch pyplot or its backend, so that
 ``import flare_eval`` stays cheap.
 """
 
@@ -53,15 +54,14 @@ def new_figure(width_in: float, height_in: float, *, nrows: int = 1, ncols: int 
     Returns the figure and a flat list of its ``nrows * ncols`` axes.
     """
     try:
-        import matplotlib
+        # Figure objects need no pyplot backend: choosing one here would switch a notebook's
+        # inline backend away
+        from matplotlib.figure import Figure
     except ImportError:
         from flare_eval.errors import ConfigError
 
         raise ConfigError("figures and reports need matplotlib",
                           hint="pip install 'flare-eval[report]'") from None
-    matplotlib.use("Agg")
-    from matplotlib.figure import Figure
-
     fig = Figure(figsize=(width_in, height_in), layout="constrained")
     axes = fig.subplots(nrows, ncols, squeeze=False,
                         subplot_kw={"projection": "polar"} if polar else None)

@@ -178,13 +178,15 @@ def outperform_table(case_ranks: pd.DataFrame, leaderboard: pd.DataFrame) -> pd.
     Returns
     -------
     pandas.DataFrame
-        Columns ``team, criterion, outperforms``, teams in leaderboard order, criteria in
-        ``case_ranks`` order then ``final``.
+        Columns ``team, criterion, outperforms``, teams in leaderboard order, criteria in the
+        leaderboard's column order (the preset's) then ``final``.
     """
     import pandas as pd
 
     order = _order(leaderboard)
     mean_rank = case_ranks.groupby(["metric", "team"], sort=False)["rank"].mean().unstack("team")
+    preset_order = [c for c in leaderboard.columns if c in mean_rank.index]
+    mean_rank = mean_rank.reindex(preset_order + [m for m in mean_rank.index if m not in preset_order])
     rows = []
     for metric, ranks in mean_rank.iterrows():
         r = ranks.reindex(order).to_numpy(dtype=float)
