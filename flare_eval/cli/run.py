@@ -46,7 +46,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="folder of <id>_0000.nii.gz images")
     p.add_argument("--out", required=True, type=Path, metavar="DIR", help="results root folder")
     p.add_argument("--team", default=None,
-                   help="team name (default: the tarball's or submission folder's name, lowercased)")
+                   help="team name (default: the tarball's or submission folder's name, as evaluate names teams)")
     p.add_argument("--gpu", type=int, default=None, metavar="INDEX",
                    help="GPU given to the container (--gpus device=INDEX) and sampled; none if unset")
     p.add_argument("--timeout", type=float, default=None, metavar="SECONDS",
@@ -73,8 +73,8 @@ def _default_team(source: str) -> str:
     name = Path(source.rstrip("/")).name
     for suffix in (".tar.gz", ".tgz", ".tar"):
         if name.endswith(suffix):
-            return name[: -len(suffix)].lower()
-    return name.split(":")[0].lower()
+            return name[: -len(suffix)]
+    return name.split(":")[0]
 
 
 def run(args: argparse.Namespace) -> int:

@@ -39,3 +39,15 @@ def test_run_argument_errors(tmp_path, extra, message, capsys):
     code = main(["run", "--inputs", str(tmp_path), "--out", str(tmp_path / "o"), *extra])
     assert code == EXIT_USAGE
     assert message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("source", "team"), [
+    ("subs/TeamX.tar.gz", "TeamX"),  # the name `evaluate` gives the same tarball
+    ("TeamX.tgz", "TeamX"),
+    ("registry.local/ns/Team_Y:v2", "Team_Y"),
+    ("my_submission/", "my_submission"),
+])
+def test_default_team_is_the_file_stem_as_evaluate_names_it(source, team):
+    from flare_eval.cli.run import _default_team
+
+    assert _default_team(source) == team

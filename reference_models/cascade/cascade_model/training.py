@@ -53,6 +53,7 @@ def train_stage(
     dataset_weights: list[float] | None = None,
     patch_size: tuple[int, int, int] | None = None,
     stop_after: int | None = None,
+    init: Path | None = None,
     progress: bool = True,
 ) -> list[float]:
     """Train ``stage`` (``"roi"`` or ``"organs"``) for ``steps`` steps in total.
@@ -64,6 +65,9 @@ def train_stage(
     stop_after
         Stop after this step with a checkpoint (the learning-rate schedule still follows
         ``steps``), to resume later, possibly with a larger ``steps``.
+    init
+        A state dict (``organs.pt`` / ``roi.pt``) to start from instead of random weights: a
+        fine-tuning run with a fresh optimiser and schedule. Ignored when a checkpoint is resumed.
 
     Returns
     -------
@@ -91,6 +95,8 @@ def train_stage(
     sampler = PatchSampler(cases, plan.patch_size, seed=seed, dataset_weights=dataset_weights,
                            foreground_fraction=0.0 if stage == "roi" else 0.5)
     net = UNet3D(1, plan.num_classes, plan.features)
+    if init is not None:
+        net.load_state_dict(torch.load(init, map_location="cpu", weights_only=True))
     optimiser = torch.optim.AdamW(net.parameters(), lr=learning_rate, weight_decay=1e-5)
     checkpoint = out / "checkpoints" / f"{stage}.ckpt"
     start = 0
@@ -155,6 +161,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--stop-after", type=int, default=None,
                         help="stop after this step (checkpointed); the schedule still follows --steps")
     parser.add_argument("--resume", action="store_true", help="continue from <out>/checkpoints/<stage>.ckpt")
+    parser.add_argument("--init", type=Path, default=None,
+                        help="start from these weights (a state dict) with a fresh optimiser: fine-tuning")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     args = parser.parse_args(argv)
     if args.threads:
@@ -162,7 +170,7 @@ def main(argv: list[str] | None = None) -> None:
     train_stage(stage=args.stage, datasets=args.dataset, annotations=args.annotations, out=args.out,
                 steps=args.steps, batch_size=args.batch_size, learning_rate=args.lr, seed=args.seed,
                 checkpoint_every=args.checkpoint_every, resume=args.resume,
-                dataset_weights=args.dataset_weights, stop_after=args.stop_after,
+                dataset_weights=args.dataset_weights, stop_after=args.stop_after, init=args.init,
                 patch_size=tuple(args.patch_size) if args.patch_size else None)
 
 
