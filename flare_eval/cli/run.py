@@ -48,7 +48,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--team", default=None,
                    help="team name (default: the tarball's or submission folder's name, as evaluate names teams)")
     p.add_argument("--gpu", type=int, default=None, metavar="INDEX",
-                   help="GPU given to the container (--gpus device=INDEX) and sampled; none if unset")
+                   help="GPU given to the submission (docker: --gpus device=INDEX; local: its device "
+                   "nodes and CUDA_VISIBLE_DEVICES) and sampled; none if unset")
     p.add_argument("--timeout", type=float, default=None, metavar="SECONDS",
                    help="kill a case after this long (default: wait forever, as the official harness)")
     p.add_argument("--backend", choices=("docker", "local"), default="docker",
@@ -88,7 +89,7 @@ def run(args: argparse.Namespace) -> int:
     if args.backend == "local":
         if args.submission is None:
             raise ConfigError("--backend local needs --submission DIR (a folder with predict.sh)")
-        backend = LocalBackend(args.submission, network=args.network)
+        backend = LocalBackend(args.submission, network=args.network, gpu_index=args.gpu)
         source = str(args.submission)
     else:
         if args.image is None:

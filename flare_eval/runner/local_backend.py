@@ -8,6 +8,10 @@ case's input folder at ``/workspace/inputs`` read-only and the output folder at
 the host's interpreters and libraries), with fresh ``/tmp``, ``/dev`` and ``/proc``, no network
 and its own PID namespace. Timing, sampling and records are those of the docker backend.
 
+With a GPU index the sandbox also gets the host's NVIDIA device nodes and a read-only ``/sys``
+(what the NVIDIA container runtime gives a container), and CUDA is pointed at that one GPU in the
+PCI bus order NVML and ``docker --gpus device=N`` use.
+
 Not enforced here: a memory limit (``oom_killed`` is always false) and shm size; use the
 docker backend for official runs.
 """
@@ -42,15 +46,20 @@ class LocalBackend:
         Folder holding ``predict.sh`` and whatever it needs.
     network
         ``"none"`` unshares the network; ``"host"`` keeps the host's.
+    gpu_index
+        GPU the submission may use (PCI bus order, as NVML); none is visible if unset.
+    dev_root
+        Where the NVIDIA device nodes are looked up (``/dev``; another folder in tests).
 
     Raises
     ------
     RunnerError
-        When the folder has no ``predict.sh``, ``bwrap`` is not installed, or it cannot build
-        a sandbox on this host.
+        When the folder has no ``predict.sh``, ``bwrap`` is not installed, it cannot build
+        a sandbox on this host, or a GPU is asked for and no NVIDIA device node exists.
     """
 
-    def __init__(self, submission: Path, *, network: str = "none") -> None:
+    def __init__(self, submission: Path, *, network: str = "none", gpu_index: int | None = None,
+                 dev_root: Path = Path("/dev")) -> None:
         self.submission = Path(submission).resolve()
         if not (self.submission / "predict.sh").is_file():
             raise RunnerError(
@@ -67,11 +76,18 @@ class LocalBackend:
                 hint="apt-get install bubblewrap, or use --backend docker",
             )
         self.bwrap = bwrap
+        self.gpu_index = gpu_index
+        self.gpu_nodes = sorted(Path(dev_root).glob("nvidia*")) if gpu_index is not None else []
+        if gpu_index is not None and not self.gpu_nodes:
+            raise RunnerError(
+                f"--gpu {gpu_index}: no NVIDIA device nodes ({dev_root}/nvidia*) on this host",
+                hint="install the NVIDIA driver, or leave out --gpu to run on the CPU",
+            )
         self._check_sandbox()
 
     def describe(self) -> dict[str, Any]:
         return {"backend": "local", "submission": str(self.submission), "network": self.network,
-                "command": ["sh", "predict.sh"]}
+                "gpu_index": self.gpu_index, "command": ["sh", "predict.sh"]}
 
     def _sandbox_args(self, inputs_dir: Path, outputs_dir: Path) -> list[str]:
         args = [self.bwrap, "--die-with-parent", "--unshare-pid", "--unshare-ipc",
@@ -86,6 +102,11 @@ class LocalBackend:
             elif entry.is_dir():
                 args += ["--ro-bind", str(entry), str(entry)]
         args += ["--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp", "--tmpfs", "/workspace"]
+        if self.gpu_index is not None:
+            for node in self.gpu_nodes:
+                args += ["--dev-bind", str(node), f"/dev/{node.name}"]
+            args += ["--ro-bind", "/sys", "/sys", "--setenv", "CUDA_DEVICE_ORDER", "PCI_BUS_ID",
+                     "--setenv", "CUDA_VISIBLE_DEVICES", str(self.gpu_index)]
         for entry in sorted(self.submission.iterdir()):
             if entry.name not in ("inputs", "outputs"):
                 args += ["--ro-bind", str(entry), f"/workspace/{entry.name}"]

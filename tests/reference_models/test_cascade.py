@@ -163,3 +163,27 @@ def test_shipped_weights_on_a_real_scan_keep_its_grid(shared_data: Path, tmp_pat
     np.testing.assert_array_equal(out.affine, source.affine)
     labels = set(np.unique(np.asarray(out.dataobj)).tolist())
     assert labels <= set(range(15)) and 1 in labels  # the liver fills most of these slices
+
+
+def test_overlay_is_drawn_in_radiological_convention(tmp_path: Path, rng: np.random.Generator) -> None:
+    from cascade_model.overlay import main as overlay_main
+
+    ct = rng.integers(-100, 100, size=(20, 18, 9)).astype(np.int16)
+    label = np.zeros(ct.shape, np.uint8)
+    # PLI storage: low axis-0 indices are anterior, low axis-1 indices the patient's right.
+    label[:5, :6, :] = 1
+    image = _write(tmp_path / "ct_0000.nii.gz", ct, PLI_AFFINE)
+    pred = _write(tmp_path / "pred.nii.gz", label, PLI_AFFINE)
+    out = tmp_path / "overlay.png"
+    overlay_main(["--image", str(image), "--pred", str(pred), "--ref", str(pred), "--out", str(out)])
+
+    import matplotlib.image
+
+    pixels = matplotlib.image.imread(str(out))[..., :3]
+    coloured = (np.ptp(pixels, axis=2) > 0.1)  # the CT is grey; only the overlay has colour
+    height, width = coloured.shape
+    # top-left panel: axial prediction; the liver belongs in its anterior-right (top-left) corner
+    panel = coloured[: height // 2, : width // 2]
+    rows, cols = np.nonzero(panel)
+    assert rows.size > 100
+    assert cols.mean() < panel.shape[1] / 2 and rows.mean() < panel.shape[0] / 2

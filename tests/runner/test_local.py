@@ -69,6 +69,40 @@ def test_local_backend_sandbox_sees_the_contract_and_no_network(bwrap, tmp_path,
     assert (outputs_dir / "interfaces.txt").read_text().strip() == "1"
 
 
+def test_local_backend_passes_the_gpu_device_nodes_only_when_asked(bwrap, tmp_path, make_inputs):
+    # No GPU here: plain files stand in for the NVIDIA device nodes (bwrap binds them the same way).
+    dev = tmp_path / "dev"
+    dev.mkdir()
+    for node in ("nvidia0", "nvidia1", "nvidiactl", "nvidia-uvm"):
+        (dev / node).write_text(node)
+    folder = tmp_path / "sub"
+    folder.mkdir()
+    (folder / "predict.sh").write_text(
+        "ls /dev | grep nvidia > /workspace/outputs/nodes.txt\n"
+        "echo \"$CUDA_VISIBLE_DEVICES $CUDA_DEVICE_ORDER\" > /workspace/outputs/env.txt\n"
+        "test -d /sys/class && echo yes > /workspace/outputs/sys.txt\n"
+        "exit 0\n"
+    )
+    inputs_dir = make_inputs(["case1"])
+    seen = {}
+    for gpu in (None, 1):
+        outputs_dir = tmp_path / f"out{gpu}"
+        outputs_dir.mkdir()
+        with ResourceSampler(None) as sampler:
+            execution = LocalBackend(folder, gpu_index=gpu, dev_root=dev).run_case(
+                inputs_dir, outputs_dir, timeout_s=10, sampler=sampler, name="case1")
+        assert execution.exit_code == 0
+        seen[gpu] = {f.stem: f.read_text().split() for f in outputs_dir.iterdir()}
+    assert seen[None] == {"nodes": [], "env": []}  # no sys.txt: /sys is hidden
+    assert seen[1] == {"nodes": ["nvidia-uvm", "nvidia0", "nvidia1", "nvidiactl"],
+                       "env": ["1", "PCI_BUS_ID"], "sys": ["yes"]}
+
+
+def test_local_backend_asked_for_a_gpu_without_one_says_so(bwrap, tmp_path, submission):
+    with pytest.raises(RunnerError, match="no NVIDIA device nodes"):
+        LocalBackend(submission, gpu_index=0, dev_root=tmp_path)
+
+
 def test_local_backend_refuses_a_folder_without_predict_sh(tmp_path):
     with pytest.raises(RunnerError, match="expected a folder with predict.sh"):
         LocalBackend(tmp_path)
