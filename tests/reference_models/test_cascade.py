@@ -12,7 +12,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from conftest import CASCADE_DIR  # noqa: E402  (tests/reference_models/conftest.py)
+from tests.reference_models.conftest import CASCADE_DIR  # noqa: E402
 
 from cascade_model.inference import keep_largest_components, window_starts  # noqa: E402
 from cascade_model.losses import partial_dice_ce_loss  # noqa: E402

@@ -32,10 +32,14 @@ __all__ = ["pick_slices", "overlay_figure", "main"]
 WINDOW_HU = (-160.0, 240.0)
 
 
-def _label_cmap() -> ListedColormap:
+def _label_colours() -> ListedColormap:
     colours = plt.get_cmap("tab20")(np.linspace(0, 1, 20))[: len(FLARE23_CLASSES)]
     colours[-1] = (1.0, 0.9, 0.0, 1.0)  # lesions in yellow, apart from every organ colour
     return ListedColormap(colours)
+
+
+#: Colour of label k at index k - 1.
+LABEL_CMAP = _label_colours()
 
 
 def pick_slices(label: NDArray[np.uint8]) -> tuple[int, int]:
@@ -48,13 +52,12 @@ def pick_slices(label: NDArray[np.uint8]) -> tuple[int, int]:
 
 def _show(ax: plt.Axes, ct: NDArray[np.float32], label: NDArray[np.uint8], aspect: float,
           title: str) -> None:
-    cmap = _label_cmap()
     # Transposed so rows run along the second RAS axis; origin "lower" puts anterior / superior
     # up, and the inverted x axis puts the patient's right on the viewer's left.
     ax.imshow(ct.T, cmap="gray", vmin=WINDOW_HU[0], vmax=WINDOW_HU[1], origin="lower",
               aspect=aspect, interpolation="nearest")
     shown = np.ma.masked_equal(label.T.astype(np.int16), 0)
-    ax.imshow(shown - 1, cmap=cmap, vmin=0, vmax=cmap.N - 1, origin="lower", aspect=aspect,
+    ax.imshow(shown - 1, cmap=LABEL_CMAP, vmin=0, vmax=LABEL_CMAP.N - 1, origin="lower", aspect=aspect,
               alpha=0.55, interpolation="nearest")
     ax.invert_xaxis()
     ax.set_title(title, fontsize=10)
@@ -82,8 +85,7 @@ def overlay_figure(volume: CanonicalVolume, pred: NDArray[np.uint8],
         _show(ax_axial, volume.data[:, :, z], label[:, :, z], sy / sx, f"axial z={z} {name}")
         _show(ax_coronal, volume.data[:, y, :], label[:, y, :], sz / sx, f"coronal y={y} {name}")
     present = np.unique(np.concatenate([np.unique(label) for _, label in rows]))
-    cmap = _label_cmap()
-    handles = [Patch(color=cmap(c.label - 1), label=c.name) for c in FLARE23_CLASSES
+    handles = [Patch(color=LABEL_CMAP(c.label - 1), label=c.name) for c in FLARE23_CLASSES
                if c.label in present]
     fig.legend(handles=handles, loc="lower center", ncol=min(len(handles), 7) or 1,
                fontsize=9, frameon=False)
