@@ -21,6 +21,10 @@ from numpy.typing import NDArray
 from scipy import ndimage
 
 from flare_eval.errors import ConfigError
+# Defined beside the other defaults so that building the CLI parser needs no numpy or scipy.
+from flare_eval.presets import PHANTOM_QUALITY_PROFILES as QUALITY_PROFILES
+from flare_eval.presets import PHANTOM_SHAPE as DEFAULT_SHAPE
+from flare_eval.presets import PHANTOM_SPACING_MM as DEFAULT_SPACING_MM
 from flare_eval.typing import Spacing, StrPath
 
 __all__ = [
@@ -33,8 +37,6 @@ __all__ = [
     "QUALITY_PROFILES",
 ]
 
-DEFAULT_SHAPE: tuple[int, int, int] = (128, 128, 80)
-DEFAULT_SPACING_MM: Spacing = (3.2, 3.2, 4.0)
 
 # label: (kind, centre mm (x right->left, y posterior->anterior, z up), size mm, HU)
 # ellipsoid size = semi-axes; tube size = (radius, radius, half length along z)
@@ -175,16 +177,6 @@ def make_phantom(
         -(shape[2] - 1) / 2.0 * spacing_mm[2],
     ]
     return Phantom(image=np.clip(image, -1024, 3071).astype(np.int16), label=label, affine=affine)
-
-
-#: Per-organ error rates of simulated teams: boundary error (voxels, std), probability of missing a
-#: small organ, probability of missing a lesion, expected false-positive lesions per case.
-QUALITY_PROFILES: dict[str, dict[str, float]] = {
-    "excellent": {"boundary": 0.3, "miss_small": 0.0, "miss_lesion": 0.1, "fp_lesions": 0.1},
-    "good": {"boundary": 0.7, "miss_small": 0.05, "miss_lesion": 0.25, "fp_lesions": 0.3},
-    "fair": {"boundary": 1.2, "miss_small": 0.15, "miss_lesion": 0.45, "fp_lesions": 0.7},
-    "poor": {"boundary": 2.0, "miss_small": 0.35, "miss_lesion": 0.7, "fp_lesions": 1.5},
-}
 
 
 def simulate_prediction(

@@ -28,6 +28,9 @@ __all__ = [
     "FLARE23_CLASSES",
     "PRESETS",
     "get_preset",
+    "PHANTOM_SHAPE",
+    "PHANTOM_SPACING_MM",
+    "PHANTOM_QUALITY_PROFILES",
 ]
 
 
@@ -233,3 +236,17 @@ def get_preset(name: str) -> Preset:
         return PRESETS[name]
     except KeyError:
         raise ConfigError(f"unknown preset {name!r}; known presets: {sorted(PRESETS)}") from None
+
+
+#: Grid of the built-in phantoms (voxels) and its voxel size (mm), see :mod:`flare_eval.phantoms`.
+PHANTOM_SHAPE: tuple[int, int, int] = (128, 128, 80)
+PHANTOM_SPACING_MM: tuple[float, float, float] = (3.2, 3.2, 4.0)
+
+#: Per-organ error rates of simulated teams: boundary error (voxels, std), probability of missing a
+#: small organ, probability of missing a lesion, expected false-positive lesions per case.
+PHANTOM_QUALITY_PROFILES: dict[str, dict[str, float]] = {
+    "excellent": {"boundary": 0.3, "miss_small": 0.0, "miss_lesion": 0.1, "fp_lesions": 0.1},
+    "good": {"boundary": 0.7, "miss_small": 0.05, "miss_lesion": 0.25, "fp_lesions": 0.3},
+    "fair": {"boundary": 1.2, "miss_small": 0.15, "miss_lesion": 0.45, "fp_lesions": 0.7},
+    "poor": {"boundary": 2.0, "miss_small": 0.35, "miss_lesion": 0.7, "fp_lesions": 1.5},
+}

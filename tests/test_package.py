@@ -36,6 +36,23 @@ def test_every_module_declares_all():
     assert missing == []
 
 
+def test_cli_help_imports_nothing_heavy():
+    # `flare-eval --help` and every `VERB -h` build the whole parser; they must not pay for the
+    # numeric stack (numpy alone is ~0.1 s, scipy.ndimage ~0.5 s of a 0.3 s budget).  A fresh
+    # interpreter, since this test process has long imported all of them.
+    code = (
+        "import contextlib, io, sys\n"
+        "from flare_eval.cli.main import VERBS, main\n"
+        "for argv in [['--help']] + [[verb, '-h'] for verb in VERBS]:\n"
+        "    with contextlib.redirect_stdout(io.StringIO()), contextlib.suppress(SystemExit):\n"
+        "        main(argv)\n"
+        "heavy = ('numpy', 'scipy', 'pandas', 'matplotlib', 'torch', 'docker', 'dask', 'distributed')\n"
+        "print(','.join(sorted({m.split('.')[0] for m in sys.modules} & set(heavy))))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == ""
+
+
 @pytest.mark.parametrize("verb", VERBS)
 def test_every_verb_has_help(verb, capsys):
     with pytest.raises(SystemExit) as exit_info:

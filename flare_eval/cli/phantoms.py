@@ -21,7 +21,7 @@ example:
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     from flare_eval.cli.main import HelpFormatter
-    from flare_eval.phantoms import DEFAULT_SHAPE, DEFAULT_SPACING_MM, QUALITY_PROFILES
+    from flare_eval.presets import PHANTOM_QUALITY_PROFILES, PHANTOM_SHAPE, PHANTOM_SPACING_MM
 
     p = subparsers.add_parser(
         "phantoms", help="write synthetic CT phantoms with labels (demo data)",
@@ -30,11 +30,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, type=Path, metavar="DIR", help="output folder")
     p.add_argument("--cases", type=int, default=4, help="number of cases")
     p.add_argument("--seed", type=int, default=0, help="seed of the first case")
-    p.add_argument("--shape", type=int, nargs=3, default=list(DEFAULT_SHAPE), metavar=("X", "Y", "Z"),
+    p.add_argument("--shape", type=int, nargs=3, default=list(PHANTOM_SHAPE), metavar=("X", "Y", "Z"),
                    help="voxels per axis")
-    p.add_argument("--spacing", type=float, nargs=3, default=list(DEFAULT_SPACING_MM),
+    p.add_argument("--spacing", type=float, nargs=3, default=list(PHANTOM_SPACING_MM),
                    metavar=("X", "Y", "Z"), help="voxel size in mm")
-    p.add_argument("--prediction-quality", choices=sorted(QUALITY_PROFILES), default=None,
+    p.add_argument("--prediction-quality", choices=sorted(PHANTOM_QUALITY_PROFILES), default=None,
                    help="also write a simulated team's predictions of this quality")
     p.add_argument("--missing", type=int, default=0,
                    help="leave out the predictions of the last N cases (a team that failed them)")
