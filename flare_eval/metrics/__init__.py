@@ -1,5 +1,6 @@
 """Accuracy metrics as plain functions on numpy arrays.
 
+- :mod:`~flare_eval.metrics.boxes`: bounding boxes of non-zero voxels, the crop every metric uses.
 - :mod:`~flare_eval.metrics.overlap`: DSC, for one mask pair or all labels in one pass.
 - :mod:`~flare_eval.metrics.surface`: DeepMind surface distances, NSD, HD95, ASSD.
 - :mod:`~flare_eval.metrics.flare`: the per-case FLARE23 rule set.

@@ -28,6 +28,7 @@ from numpy.typing import NDArray
 from scipy import ndimage
 
 from flare_eval.errors import InputError
+from flare_eval.metrics.boxes import bounding_box, union_box
 from flare_eval.metrics.overlap import dice_from_counts
 from flare_eval.metrics.surface import (
     robust_hausdorff,
@@ -81,33 +82,6 @@ def flare_round(value: float, decimals: int = 4) -> float:
     return float(np.round(np.float64(value), decimals))
 
 
-def _union(a: tuple[slice, ...] | None, b: tuple[slice, ...] | None) -> tuple[slice, ...]:
-    if a is None:
-        return b  # type: ignore[return-value]
-    if b is None:
-        return a
-    return tuple(slice(min(x.start, y.start), max(x.stop, y.stop)) for x, y in zip(a, b))
-
-
-def _foreground_box(*volumes: NDArray[np.uint8]) -> tuple[slice, ...] | None:
-    """Bounding box of the non-zero voxels of all volumes (C-ordered), from max-projections."""
-    box: tuple[slice, ...] | None = None
-    for vol in volumes:
-        outer = np.flatnonzero(vol.reshape(vol.shape[0], -1).max(axis=1))
-        if outer.size == 0:
-            continue
-        plane = vol[outer[0] : outer[-1] + 1].max(axis=0)
-        rows = np.flatnonzero(plane.max(axis=1))
-        cols = np.flatnonzero(plane.max(axis=0))
-        this = (
-            slice(int(outer[0]), int(outer[-1]) + 1),
-            slice(int(rows[0]), int(rows[-1]) + 1),
-            slice(int(cols[0]), int(cols[-1]) + 1),
-        )
-        box = _union(box, this)
-    return box
-
-
 def _class_score(
     label: int,
     ref: NDArray[np.uint8],
@@ -131,7 +105,7 @@ def _class_score(
         v = preset.one_empty_value
         rule = "reference_empty" if ref_box is None else "prediction_empty"
         return ClassScore(label, v, v, float("inf"), n_ref, n_pred, rule)
-    box = list(_union(ref_box, pred_box))
+    box = list(union_box(ref_box, pred_box))  # type: ignore[arg-type]
     n_ref = int(np.count_nonzero(ref[ref_box] == label))
     n_pred = int(np.count_nonzero(pred[pred_box] == label))
     rule = "scored"
@@ -216,7 +190,7 @@ def score_case(
     ref = np.ascontiguousarray(ref, dtype=np.uint8)
     pred = np.ascontiguousarray(pred, dtype=np.uint8)
     z_axis = 0 if reversed_axes else 2
-    box = _foreground_box(ref, pred)
+    box = bounding_box(ref, pred)
     max_label = preset.max_label
     if box is None:
         ref_boxes: list = [None] * max_label

@@ -46,6 +46,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from flare_eval.errors import ConfigError, InputError
+from flare_eval.metrics.boxes import bounding_box
 from flare_eval.typing import BoolArray, Spacing
 
 __all__ = [
@@ -232,19 +233,6 @@ def _check_inputs(
                           f"when IoU > threshold), got {iou_threshold!r}")
 
 
-def _union_box(reference: BoolArray, prediction: BoolArray) -> tuple[slice, ...] | None:
-    """Bounding box of ``reference | prediction`` as slices, None when both are empty."""
-    union = reference | prediction
-    # Two passes over the volume: project out z once, then read x and y off the 2-D plane.
-    plane_xy = union.any(axis=2)
-    xs = np.flatnonzero(plane_xy.any(axis=1))
-    if xs.size == 0:
-        return None
-    ys = np.flatnonzero(plane_xy.any(axis=0))
-    zs = np.flatnonzero(union[xs[0]:xs[-1] + 1, ys[0]:ys[-1] + 1].any(axis=(0, 1)))
-    return tuple(slice(int(a[0]), int(a[-1]) + 1) for a in (xs, ys, zs))
-
-
 def _components(
     mask: BoolArray, connectivity: int, offset: NDArray[np.float64], spacing: NDArray[np.float64],
 ) -> tuple[NDArray[np.integer], NDArray[np.float64], NDArray[np.float64], NDArray[np.float64]]:
@@ -360,7 +348,7 @@ def lesion_metrics(
     _check_inputs(reference, prediction, spacing_mm, connectivity, iou_threshold, match)
     spacing_tuple = tuple(float(s) for s in spacing_mm)
     spacing = np.asarray(spacing_tuple)
-    box = _union_box(reference, prediction)
+    box = bounding_box(reference, prediction)
     if box is None:
         empty = np.zeros(0)
         return LesionResult(

@@ -29,6 +29,7 @@ from numpy.typing import NDArray
 from scipy.spatial import cKDTree
 
 from flare_eval.errors import InputError
+from flare_eval.metrics.boxes import bounding_box
 from flare_eval.typing import BoolArray, Spacing
 
 __all__ = [
@@ -89,18 +90,6 @@ def _check_pair(reference: BoolArray, prediction: BoolArray, spacing_mm: Spacing
         raise InputError(f"masks must be 3D, got {reference.ndim}D with shape {reference.shape}")
     if len(spacing_mm) != 3 or not all(np.isfinite(s) and s > 0 for s in spacing_mm):
         raise InputError(f"spacing_mm must be three positive numbers, got {spacing_mm}")
-
-
-def _bounding_box(mask: NDArray[np.bool_]) -> tuple[slice, ...] | None:
-    """Bounding box of the True voxels as slices, or None for an empty mask."""
-    boxes = []
-    for axis in range(mask.ndim):
-        other = tuple(a for a in range(mask.ndim) if a != axis)
-        hits = np.flatnonzero(mask.any(axis=other))
-        if hits.size == 0:
-            return None
-        boxes.append(slice(int(hits[0]), int(hits[-1]) + 1))
-    return tuple(boxes)
 
 
 def _neighbour_codes(padded: NDArray[np.uint8], reversed_axes: bool) -> NDArray[np.uint8]:
@@ -239,7 +228,7 @@ def compute_surface_distances(
     reversed_axes = reference.flags.f_contiguous and not reference.flags.c_contiguous
     if reversed_axes:
         reference, prediction = reference.T, prediction.T
-    box = _bounding_box(reference | prediction)
+    box = bounding_box(reference, prediction)
     if box is None:
         empty = np.zeros(0)
         return SurfaceDistances(empty, empty, empty, empty)

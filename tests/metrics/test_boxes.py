@@ -1,0 +1,39 @@
+"""The one bounding-box helper that surface distances, the FLARE rules and lesions crop with."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from flare_eval.metrics.boxes import bounding_box, union_box
+
+
+@pytest.mark.parametrize("order", ["C", "F"])
+def test_box_of_two_volumes_is_their_union(order):
+    a = np.zeros((7, 8, 9), np.uint8, order=order)
+    b = np.zeros((7, 8, 9), bool, order=order)
+    a[2, 3, 4] = 5  # one voxel: box [2,3) x [3,4) x [4,5)
+    b[5, 1, 8] = True  # widens axis 0 to 6, axis 1 down to 1, axis 2 up to 9
+    assert bounding_box(a, b) == (slice(2, 6), slice(1, 4), slice(4, 9))
+    assert bounding_box(a) == (slice(2, 3), slice(3, 4), slice(4, 5))
+
+
+def test_empty_volumes_have_no_box_and_do_not_widen_one():
+    empty = np.zeros((3, 3, 3), bool)
+    assert bounding_box(empty, empty) is None
+    full = np.ones((3, 3, 3), bool)
+    assert bounding_box(empty, full) == (slice(0, 3),) * 3
+    assert union_box(None, None) is None
+    assert union_box(None, (slice(1, 2),)) == (slice(1, 2),)
+
+
+def test_a_strided_view_is_boxed_in_its_own_coordinates():
+    vol = np.zeros((10, 10, 10), np.uint8)
+    vol[4, 6, 8] = 1
+    view = vol[::2, ::2, ::2]  # neither C- nor F-contiguous; the voxel sits at (2, 3, 4)
+    assert bounding_box(view) == (slice(2, 3), slice(3, 4), slice(4, 5))
+
+
+def test_not_3d_is_refused_with_the_shape():
+    with pytest.raises(ValueError, match=r"3-D, got shape \(4, 4\)"):
+        bounding_box(np.zeros((4, 4)))
