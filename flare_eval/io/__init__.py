@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from flare_eval.io.atomic import atomic_path
 from flare_eval.io.nifti import (
     ImageVolume,
     LabelVolume,
@@ -21,6 +22,7 @@ __all__ = [
     "read_label",
     "write_image",
     "write_label",
+    "atomic_path",
     "atomic_write_text",
     "write_table",
 ]

@@ -11,8 +11,6 @@ spacing reversed, on which the metrics run ~2x faster.
 from __future__ import annotations
 
 import io
-import os
-import tempfile
 import warnings
 import zlib
 from dataclasses import dataclass
@@ -25,6 +23,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from flare_eval.errors import InputError
+from flare_eval.io.atomic import atomic_path
 from flare_eval.typing import Spacing, StrPath
 
 __all__ = [
@@ -222,23 +221,16 @@ def read_label(path: StrPath, *, max_label: int = 255) -> LabelVolume:
 
 def _atomic_save(image: nib.Nifti1Image, path: Path) -> None:
     """Write ``image`` to ``path`` through a temporary file in the same folder (never half-written)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
     suffix = ".nii.gz" if path.name.endswith(".gz") else ".nii"
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_path(path, suffix=suffix) as tmp:
         if suffix == ".nii.gz":
             buffer = io.BytesIO()
             file_map = nib.Nifti1Image.make_file_map({"image": buffer})
             image.to_file_map(file_map)
             # level 1: label maps compress well and writing stays fast
-            Path(tmp).write_bytes(isal.igzip.compress(buffer.getvalue(), compresslevel=1))
+            tmp.write_bytes(isal.igzip.compress(buffer.getvalue(), compresslevel=1))
         else:
             nib.save(image, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def write_label(
