@@ -104,12 +104,12 @@ def _exclusive(out_dir: Path) -> Iterator[None]:
 def _test_cases(images_dir: Path, labels_dir: Path) -> list[str]:
     """Case ids of the hidden test set; every image must have its label and vice versa."""
     from flare_eval.runner import find_cases
-    from flare_eval.scoring.case import case_id_of
+    from flare_eval.io.layout import case_id
 
     cases = [case for case, _ in find_cases(images_dir)]
     if not Path(labels_dir).is_dir():
         raise InputError(f"--labels {labels_dir}: expected a folder, found none")
-    labels = {case_id_of(p) for p in Path(labels_dir).iterdir() if p.name.endswith(".nii.gz")}
+    labels = {case_id(p) for p in Path(labels_dir).iterdir() if p.name.endswith(".nii.gz")}
     unlabelled, unused = sorted(set(cases) - labels), sorted(labels - set(cases))
     if unlabelled or unused:
         raise InputError(

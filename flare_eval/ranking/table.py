@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from flare_eval.errors import ConfigError, InputError
+from flare_eval.io.layout import case_id, team_folders
 from flare_eval.presets import FLARE23, Preset, RankingMetric
 from flare_eval.typing import FloatArray, StrPath
 
@@ -82,33 +83,6 @@ class RankingData:
                 v = np.minimum(v, metric.floor) if metric.higher_is_better else np.maximum(v, metric.floor)
             out[m] = -v if metric.higher_is_better else v
         return out
-
-
-def case_id(name: str, *, image: bool = False) -> str:
-    """The case id of a file name.
-
-    Parameters
-    ----------
-    name
-        A label file name ``<id>.nii.gz`` (the scorer's ``Name``), or with ``image=True`` an
-        input image name ``<id>_0000.nii.gz`` (the runner's ``Name``); a folder part is ignored.
-    image
-        Also strip the ``_0000`` channel suffix.  Not guessed from the name: an id may itself
-        end in ``_0000``.
-
-    Examples
-    --------
-    >>> case_id("FLARE23Ts_0001.nii.gz"), case_id("FLARE23Ts_0001_0000.nii.gz", image=True)
-    ('FLARE23Ts_0001', 'FLARE23Ts_0001')
-    """
-    name = str(name).strip().replace("\\", "/").rsplit("/", 1)[-1]
-    for extension in (".nii.gz", ".nii"):
-        if name.endswith(extension):
-            name = name[: -len(extension)]
-            break
-    if image and name.endswith("_0000"):
-        name = name[: -len("_0000")]
-    return name
 
 
 def _check_table(table: pd.DataFrame, source: str) -> pd.DataFrame:
@@ -268,13 +242,7 @@ def table_from_results(results: StrPath, *, preset: Preset = FLARE23) -> pd.Data
         raise InputError(f"results folder {root} does not exist",
                          hint="give RESULTS/ with one folder per team, or a tidy CSV/Parquet table")
     frames, with_runs, without_runs = [], [], []
-    for folder in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
-        if not (folder / "per_case.csv").is_file():
-            if (folder / "runs.csv").is_file():
-                raise InputError(f"team folder {folder} has runs.csv but no per_case.csv",
-                                 hint="score the team's predictions: flare-eval score --out "
-                                      f"{folder} ...")
-            continue
+    for folder in team_folders(root):
         rows, has_runs = _team_table(folder, preset)
         frames.append(rows)
         (with_runs if has_runs else without_runs).append(folder.name)

@@ -9,16 +9,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from flare_eval.errors import InputError
+from flare_eval.io.layout import RANKING_FOLDER, case_id, team_folders
 from flare_eval.typing import StrPath
 
 if TYPE_CHECKING:
     import pandas as pd
 
 __all__ = ["RANKING_FOLDER", "ReportTables", "load_results", "team_summary"]
-
-#: Sub-folder of the results folder holding the ``flare-eval rank`` outputs.
-RANKING_FOLDER = "ranking"
-
 
 @dataclass(frozen=True)
 class ReportTables:
@@ -94,7 +91,6 @@ def _concat(frames: list[pd.DataFrame], columns: tuple[str, ...]) -> pd.DataFram
 
 def _lesions(folder: Path, team: str, lesion_name: str) -> pd.DataFrame:
     """One team's lesion table (see :class:`ReportTables`)."""
-    from flare_eval.ranking import case_id
 
     per_case = _csv(folder / "per_case.csv")
     table = per_case[["Name"]].copy()
@@ -133,8 +129,7 @@ def load_results(results_dir: StrPath) -> ReportTables:
         raise InputError(f"{ranking}: no leaderboard.csv",
                          hint=f"rank first: flare-eval rank {root} --out {ranking}")
     config = _json(ranking / "ranking.json")
-    teams = sorted(p for p in root.iterdir()
-                   if p.is_dir() and p.name != RANKING_FOLDER and (p / "per_case.csv").is_file())
+    teams = team_folders(root)
     if not teams:
         raise InputError(f"{root}: no team folder with a per_case.csv",
                          hint="expected RESULTS/<team>/ with 'flare-eval score' outputs")

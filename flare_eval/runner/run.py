@@ -36,6 +36,7 @@ from typing import Any
 
 from flare_eval.errors import ConfigError, InputError
 from flare_eval.io import atomic_write_text, write_table
+from flare_eval.io.layout import case_id
 from flare_eval.runner.efficiency import (
     EFFICIENCY_COLUMNS,
     efficiency_row,
@@ -72,7 +73,7 @@ def find_cases(inputs_dir: Path) -> list[tuple[str, Path]]:
     if not inputs_dir.is_dir():
         raise InputError(f"--inputs {inputs_dir}: expected a folder, found none")
     cases = sorted(
-        (p.name[: -len(INPUT_SUFFIX)], p) for p in inputs_dir.iterdir()
+        (case_id(p.name, image=True), p) for p in inputs_dir.iterdir()
         if p.is_file() and p.name.endswith(INPUT_SUFFIX)
     )
     if not cases:

@@ -26,8 +26,9 @@ import scipy
 
 from flare_eval.errors import ConfigError, InputError
 from flare_eval.io import atomic_write_text, write_table
+from flare_eval.io.layout import case_id
 from flare_eval.presets import Preset
-from flare_eval.scoring.case import CaseRecord, LesionOptions, case_id_of, score_files
+from flare_eval.scoring.case import CaseRecord, LesionOptions, score_files
 from flare_eval.scoring.outputs import (
     cases_table,
     lesion_instances_table,
@@ -71,7 +72,7 @@ class ScoreRun:
 
 def _nifti_files(folder: Path) -> dict[str, Path]:
     return {
-        case_id_of(p): p
+        case_id(p): p
         for p in sorted(folder.iterdir())
         if p.is_file() and (p.name.endswith(".nii.gz") or p.name.endswith(".nii"))
     }
@@ -189,11 +190,11 @@ def score_folders(
     todo: list[tuple[Path, Path | None, list[Any]]] = []
     for reference, prediction in pairs:
         stamps = [_stamp(reference), _stamp(prediction)]
-        cached = cases_dir / f"{case_id_of(reference)}.json"
+        cached = cases_dir / f"{case_id(reference)}.json"
         if cached.exists():
             entry = json.loads(cached.read_text())
             if entry["stamps"] == stamps:
-                records[case_id_of(reference)] = CaseRecord.from_json(entry["record"])
+                records[case_id(reference)] = CaseRecord.from_json(entry["record"])
                 continue
         todo.append((reference, prediction, stamps))
     reused, total = len(records), len(pairs)
@@ -221,7 +222,7 @@ def score_folders(
         finally:
             if own:
                 pool.shutdown(cancel_futures=True)
-    ordered = [records[case_id_of(reference)] for reference, _ in pairs]
+    ordered = [records[case_id(reference)] for reference, _ in pairs]
     summary = write_outputs(ordered, out_dir, options, extra=extra, elapsed_s=time.time() - started,
                             reused=reused, parquet=parquet)
     return ScoreRun(ordered, summary, reused, out_dir)

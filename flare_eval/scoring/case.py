@@ -23,11 +23,12 @@ import numpy as np
 
 from flare_eval.errors import InputError
 from flare_eval.io import LabelVolume, read_label
+from flare_eval.io.layout import case_id
 from flare_eval.metrics.flare import ClassScore, score_case
 from flare_eval.metrics.lesions import lesion_metrics
 from flare_eval.presets import Preset
 
-__all__ = ["CaseRecord", "LesionOptions", "score_files", "case_id_of"]
+__all__ = ["CaseRecord", "LesionOptions", "score_files"]
 
 STATUSES = ("ok", "missing_prediction", "bad_prediction", "bad_reference")
 
@@ -79,15 +80,6 @@ class CaseRecord:
         return cls(**data)
 
 
-def case_id_of(path: Path) -> str:
-    """Case id of a reference or prediction file: the name without ``.nii.gz`` / ``.nii``."""
-    name = path.name
-    for suffix in (".nii.gz", ".nii"):
-        if name.endswith(suffix):
-            return name[: -len(suffix)]
-    return path.stem
-
-
 def _read(path: Path, preset: Preset, notes: list[str]) -> LabelVolume:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -129,7 +121,7 @@ def score_files(
         Only with ``strict=True``.
     """
     notes: list[str] = []
-    case, name = case_id_of(reference_path), reference_path.name
+    case, name = case_id(reference_path), reference_path.name
     try:
         reference = _read(reference_path, preset, notes)
     except InputError as err:
