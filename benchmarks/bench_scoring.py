@@ -1,116 +1,164 @@
 """Scoring speed on full-size cases: ``flare-eval score --workers 1`` against the official path.
 
-Makes N full-size phantom cases (512x512x200 voxels, 0.8x0.8x2.5 mm, 13 organs and lesions) with
-simulated predictions, then in the same process times
+Full-size phantom cases (512x512x200 voxels, 0.8x0.8x2.5 mm, 13 organs and lesions, simulated
+predictions; five distinct phantoms, every case its own prediction) are made once and cached
+under ``/tmp/flare-eval-bench-cases``.  For 1 and 3 cases (and 20 with ``--twenty``) it times
 
 - the I/O floor: reading both label files of every case with flare-eval's reader;
-- ``flare-eval score --workers 1`` (the whole command, tables included, run in-process);
-- the official FLARE23 path re-expressed on DeepMind's surface-distance package
-  (``benchmarks/official_flare23.py``: get_fdata float load, full-volume masks per class);
+- flare-eval: ``flare-eval score --workers 1`` (DSC, NSD, HD95 and lesion detection, tables
+  included), per case in-process (imports paid before the clock) and as a whole process;
+- the anchor: the leanest fair re-expression of the official FLARE23 scorer on DeepMind's
+  surface-distance (``benchmarks/official_flare23.py:lean_files``: the stored uint8 voxels, one
+  mask per class, classes absent from both skipped), per case and as a whole process;
 
-checks that both give the same rounded numbers, and prints the ratio.  Also reports the peak
-memory (RSS high-water mark) of scoring one case in a fresh process.
+checks that both give the same rounded DSC and NSD, and prints the ratios side by side.  Also
+reports the peak memory (RSS high-water mark) of scoring one case in a fresh process, and the
+start-up of ``flare-eval --help``.
 
-Run: ``python benchmarks/bench_scoring.py [--cases 2]``
+Run: ``python benchmarks/bench_scoring.py [--twenty]``
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
+import shutil
 import subprocess
 import sys
-import tempfile
 import time
 import warnings
 from pathlib import Path
 
-import numpy as np
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from official_flare23 import official_files  # noqa: E402
+from official_flare23 import lean_files  # noqa: E402
 
 from flare_eval.cli.main import main as run_cli  # noqa: E402
-from flare_eval.io import read_label  # noqa: E402
-from flare_eval.io import write_label  # noqa: E402
+from flare_eval.io import read_label, write_label  # noqa: E402
 from flare_eval.phantoms import make_phantom, simulate_prediction  # noqa: E402
+from flare_eval.presets import FLARE23  # noqa: E402
 
 SHAPE, SPACING = (512, 512, 200), (0.8, 0.8, 2.5)
+CACHE = Path("/tmp/flare-eval-bench-cases")
+PHANTOMS = 5
 
 
-def make_cases(root: Path, n: int) -> None:
-    for k in range(n):
-        phantom = make_phantom(11 + k, shape=SHAPE, spacing_mm=SPACING, max_lesions=3)
-        write_label(root / "labels" / f"case_{k}.nii.gz", phantom.label, affine=phantom.affine)
+def cached_cases(n: int) -> list[str]:
+    """Names of the first ``n`` cached cases, making the missing ones."""
+    names = [f"case_{k:02d}.nii.gz" for k in range(n)]
+    for k, name in enumerate(names):
+        if (CACHE / "pred" / name).is_file():
+            continue
+        print(f"  making {name} ...", flush=True)
+        phantom = make_phantom(11 + k % PHANTOMS, shape=SHAPE, spacing_mm=SPACING, max_lesions=3)
+        write_label(CACHE / "labels" / name, phantom.label, affine=phantom.affine)
         pred = simulate_prediction(phantom.label, 500 + k, quality="good")
-        write_label(root / "pred" / f"case_{k}.nii.gz", pred, affine=phantom.affine)
+        write_label(CACHE / "pred" / name, pred, affine=phantom.affine)
+    return names
+
+
+def subset(root: Path, names: list[str]) -> Path:
+    """A folder pair holding links to just these cases."""
+    shutil.rmtree(root, ignore_errors=True)
+    for side in ("labels", "pred"):
+        (root / side).mkdir(parents=True)
+        for name in names:
+            (root / side / name).symlink_to(CACHE / side / name)
+    return root
+
+
+def wall(cmd: list[str]) -> float:
+    t0 = time.perf_counter()
+    subprocess.run(cmd, check=True, capture_output=True, text=True)
+    return time.perf_counter() - t0
 
 
 def peak_memory_one_case(root: Path) -> float:
     code = (
         "import resource,sys;from flare_eval.cli.main import main;"
-        f"main(['score','--pred','{root / 'pred1'}','--gt','{root / 'labels1'}','--out','{root / 'mem'}']);"
+        f"main(['score','--workers','1','--pred','{root / 'pred'}','--gt','{root / 'labels'}',"
+        f"'--out','{root / 'mem'}']);"
         "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     return int(out.stdout.strip().splitlines()[-1]) / 1024.0
 
 
+def measure(root: Path, names: list[str]) -> dict[str, float]:
+    """Seconds of each side, in-process and as a whole process, and the rounded mismatches."""
+    import pandas as pd
+
+    labels, pred = root / "labels", root / "pred"
+    for name in names:  # warm the page cache: every side then reads from memory
+        (labels / name).read_bytes(), (pred / name).read_bytes()
+    t0 = time.perf_counter()
+    for name in names:
+        read_label(labels / name)
+        read_label(pred / name)
+    io_floor = time.perf_counter() - t0
+
+    argv = ["score", "--workers", "1", "--pred", str(pred), "--gt", str(labels)]
+    t0 = time.perf_counter()
+    with contextlib.redirect_stdout(io.StringIO()):
+        code = run_cli([*argv, "--out", str(root / "ours")])
+    ours = time.perf_counter() - t0
+    if code != 0:
+        raise SystemExit(f"flare-eval score failed with exit code {code}")
+    t0 = time.perf_counter()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # surface-distance's deprecated scipy namespaces
+        anchor_values = {n: lean_files(labels / n, pred / n) for n in names}
+    anchor = time.perf_counter() - t0
+
+    ours_process = wall([sys.executable, "-m", "flare_eval", *argv, "--out", str(root / "ours2")])
+    lean = (f"import sys, warnings; sys.path.insert(0, {str(Path(__file__).parent)!r});"
+            "warnings.simplefilter('ignore'); from official_flare23 import lean_files;"
+            f"[lean_files({str(labels)!r} + '/' + n, {str(pred)!r} + '/' + n) for n in {names!r}]")
+    anchor_process = wall([sys.executable, "-c", lean])
+
+    table = pd.read_csv(root / "ours" / "per_case.csv").set_index("Name")
+    mismatches = sum(
+        (table.loc[n, f"{c.name}_DSC"], table.loc[n, f"{c.name}_NSD"]) != anchor_values[n][c.label]
+        for n in names for c in FLARE23.classes
+    )
+    return {"io": io_floor, "ours": ours, "anchor": anchor, "ours_process": ours_process,
+            "anchor_process": anchor_process, "mismatches": mismatches}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--cases", type=int, default=2)
+    parser.add_argument("--twenty", action="store_true", help="also 20 cases (slow: ~3 min of anchor)")
+    parser.add_argument("--work", type=Path, default=Path("/tmp/flare-eval-bench-work"))
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as tmp:
-        root = Path(tmp)
-        print(f"making {args.cases} full-size cases {SHAPE} at {SPACING} mm ...", flush=True)
-        make_cases(root, args.cases)
-        names = sorted(p.name for p in (root / "labels").iterdir())
+    counts = (1, 3, 20) if args.twenty else (1, 3)
+    print(f"cases {SHAPE} at {SPACING} mm, cached in {CACHE}", flush=True)
+    names = cached_cases(max(counts))
 
-        t0 = time.perf_counter()
-        for name in names:
-            read_label(root / "labels" / name)
-            read_label(root / "pred" / name)
-        io_floor = time.perf_counter() - t0
+    # Both sides import their modules before the in-process clocks start.
+    import flare_eval.cli.score  # noqa: F401
+    import flare_eval.scoring.batch  # noqa: F401
 
-        # Both sides import their modules before the clock starts (a script's imports cost the
-        # same once per run, whatever the number of cases).
-        import flare_eval.cli.score  # noqa: F401
-        import flare_eval.scoring.batch  # noqa: F401
+    help_s = min(wall([sys.executable, "-m", "flare_eval", "--help"]) for _ in range(3))
+    bare_s = min(wall([sys.executable, "-c", "pass"]) for _ in range(3))
+    rows = []
+    for n in counts:
+        print(f"  timing {n} case(s) ...", flush=True)
+        rows.append((n, measure(subset(args.work / f"n{n}", names[:n]), names[:n])))
+    peak_mb = peak_memory_one_case(args.work / "n1")
+    shutil.rmtree(args.work, ignore_errors=True)
 
-        t0 = time.perf_counter()
-        code = run_cli(["score", "--workers", "1", "--pred", str(root / "pred"),
-                           "--gt", str(root / "labels"), "--out", str(root / "ours")])
-        ours = time.perf_counter() - t0
-        if code not in (0, 4):
-            raise SystemExit(f"flare-eval score failed with exit code {code}")
-
-        t0 = time.perf_counter()
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # surface-distance's deprecated scipy namespaces
-            official = {n: official_files(root / "labels" / n, root / "pred" / n) for n in names}
-        anchor = time.perf_counter() - t0
-
-        import pandas as pd
-
-        table = pd.read_csv(root / "ours" / "per_case.csv").set_index("Name")
-        from flare_eval.presets import FLARE23
-
-        mismatches = sum(
-            (table.loc[n, f"{c.name}_DSC"], table.loc[n, f"{c.name}_NSD"]) != official[n][c.label]
-            for n in names for c in FLARE23.classes
-        )
-        (root / "labels1").mkdir()
-        (root / "pred1").mkdir()
-        (root / "labels1" / names[0]).symlink_to(root / "labels" / names[0])
-        (root / "pred1" / names[0]).symlink_to(root / "pred" / names[0])
-        peak_mb = peak_memory_one_case(root)
-
-    n = len(names)
-    print(f"cases: {n} x {SHAPE}, 14 classes")
-    print(f"I/O floor (read both files):      {io_floor / n:.3f} s/case")
-    print(f"flare-eval score --workers 1:     {ours / n:.3f} s/case (I/O floor is {io_floor / ours:.0%} of it)")
-    print(f"official path on surface-distance: {anchor / n:.3f} s/case")
-    print(f"speed-up: {anchor / ours:.1f}x   rounded values differing: {mismatches} of {n * 28}")
-    print(f"peak memory, one case in a fresh process: {peak_mb:.0f} MB")
+    print("\nper case, in-process (s/case; ratio = anchor / flare-eval; I/O x = flare-eval / I/O floor)")
+    print(f"{'cases':>5} {'I/O floor':>10} {'flare-eval':>11} {'anchor':>8} {'ratio':>7} {'I/O x':>7}")
+    for n, m in rows:
+        print(f"{n:>5} {m['io'] / n:>10.3f} {m['ours'] / n:>11.3f} {m['anchor'] / n:>8.3f} "
+              f"{m['anchor'] / m['ours']:>6.1f}x {m['ours'] / m['io']:>6.2f}x")
+    print("\nwhole process (s, start-up included; ratio = anchor / flare-eval)")
+    print(f"{'cases':>5} {'I/O floor':>10} {'flare-eval':>11} {'anchor':>8} {'ratio':>7} {'mismatch':>9}")
+    for n, m in rows:
+        print(f"{n:>5} {m['io']:>10.2f} {m['ours_process']:>11.2f} {m['anchor_process']:>8.2f} "
+              f"{m['anchor_process'] / m['ours_process']:>6.1f}x {m['mismatches']:>4} of {n * 28}")
+    print(f"\npeak memory, one case in a fresh process: {peak_mb:.0f} MB")
+    print(f"start-up: flare-eval --help {help_s:.2f} s (bare python {bare_s:.2f} s)")
 
 
 if __name__ == "__main__":
