@@ -28,7 +28,7 @@ from numpy.typing import NDArray
 from scipy import ndimage
 
 from flare_eval.errors import InputError
-from flare_eval.metrics.boxes import bounding_box, union_box
+from flare_eval.metrics.boxes import Box, bounding_box, union_box
 from flare_eval.metrics.overlap import dice_from_counts
 from flare_eval.metrics.surface import (
     robust_hausdorff,
@@ -38,7 +38,7 @@ from flare_eval.metrics.surface import (
 from flare_eval.presets import FLARE23, Preset
 from flare_eval.typing import LabelArray, Spacing
 
-__all__ = ["ClassScore", "score_case", "flare_round"]
+__all__ = ["ClassScore", "LabelBoxes", "label_boxes", "score_case", "flare_round"]
 
 
 @dataclass(frozen=True)
@@ -82,6 +82,85 @@ def flare_round(value: float, decimals: int = 4) -> float:
     return float(np.round(np.float64(value), decimals))
 
 
+@dataclass(frozen=True)
+class LabelBoxes:
+    """Two label volumes cropped to their foreground, with every label's bounding box.
+
+    Made by :func:`label_boxes`; the work every per-class score and the lesion crop share.
+
+    Attributes
+    ----------
+    reference, prediction
+        C-contiguous crops of the volumes' non-zero voxels (axes reversed when
+        ``reversed_axes``: nibabel's Fortran arrays are used through their transposed view).
+    origin
+        Index of the crops' first voxel in the (possibly transposed) volume.
+    reference_boxes, prediction_boxes
+        Box of label ``k`` in the crop at ``k - 1``, None where the label is absent.
+    reversed_axes
+        The crops' axes are the stored axes reversed.
+    """
+
+    reference: NDArray[np.uint8]
+    prediction: NDArray[np.uint8]
+    origin: tuple[int, ...]
+    reference_boxes: list[Box | None]
+    prediction_boxes: list[Box | None]
+    reversed_axes: bool
+
+    def stored_box(self, label: int) -> Box | None:
+        """Box of ``label`` in either volume, in the stored axes of the whole volume."""
+        box = union_box(self.reference_boxes[label - 1], self.prediction_boxes[label - 1])
+        if box is None:
+            return None
+        whole = tuple(slice(s.start + o, s.stop + o) for s, o in zip(box, self.origin))
+        return whole[::-1] if self.reversed_axes else whole
+
+
+def label_boxes(reference: LabelArray, prediction: LabelArray, *, max_label: int) -> LabelBoxes:
+    """Crop two label volumes to their foreground and find every label's box in one pass each.
+
+    Parameters
+    ----------
+    reference, prediction
+        uint8 label volumes of one shape (X, Y, Z) in stored voxel order.
+    max_label
+        Boxes are found for the labels 1..``max_label``.
+
+    Raises
+    ------
+    InputError
+        When the shapes differ or the volumes are not 3D.
+    """
+    if reference.shape != prediction.shape:
+        raise InputError(
+            f"shape mismatch: reference {reference.shape}, prediction {prediction.shape}",
+            hint="the prediction must be on the reference's voxel grid",
+        )
+    if reference.ndim != 3:
+        raise InputError(f"expected 3D label volumes, got shape {reference.shape}")
+    ref = np.asarray(reference)
+    pred = np.asarray(prediction)
+    reversed_axes = ref.flags.f_contiguous and not ref.flags.c_contiguous
+    if reversed_axes:
+        ref, pred = ref.T, pred.T
+    ref = np.ascontiguousarray(ref, dtype=np.uint8)
+    pred = np.ascontiguousarray(pred, dtype=np.uint8)
+    box = bounding_box(ref, pred)
+    if box is None:
+        return LabelBoxes(ref, pred, (0, 0, 0), [None] * max_label, [None] * max_label,
+                          reversed_axes)
+    # find_objects gives every label's bounding box in one pass over the foreground crop
+    ref_c = np.ascontiguousarray(ref[box])
+    pred_c = np.ascontiguousarray(pred[box])
+    return LabelBoxes(
+        ref_c, pred_c, tuple(s.start for s in box),
+        ndimage.find_objects(ref_c, max_label=max_label),
+        ndimage.find_objects(pred_c, max_label=max_label),
+        reversed_axes,
+    )
+
+
 def _class_score(
     label: int,
     ref: NDArray[np.uint8],
@@ -106,10 +185,11 @@ def _class_score(
         rule = "reference_empty" if ref_box is None else "prediction_empty"
         return ClassScore(label, v, v, float("inf"), n_ref, n_pred, rule)
     box = list(union_box(ref_box, pred_box))  # type: ignore[arg-type]
-    n_ref = int(np.count_nonzero(ref[ref_box] == label))
-    n_pred = int(np.count_nonzero(pred[pred_box] == label))
     rule = "scored"
-    if label in preset.z_crop_labels:
+    z_cropped = label in preset.z_crop_labels
+    if z_cropped:
+        n_ref = int(np.count_nonzero(ref[ref_box] == label))
+        n_pred = int(np.count_nonzero(pred[pred_box] == label))
         zmin, zlast = ref_box[z_axis].start, ref_box[z_axis].stop - 1
         if zlast == zmin:
             if preset.single_slice_z_crop == "nan":
@@ -123,6 +203,8 @@ def _class_score(
     p = pred[tuple(box)] == label
     inter = int(np.count_nonzero(g & p))
     size_g, size_p = int(np.count_nonzero(g)), int(np.count_nonzero(p))
+    if not z_cropped:  # the union box holds every voxel of both
+        n_ref, n_pred = size_g, size_p
     dsc = dice_from_counts(inter, size_g, size_p)
     if size_p == 0:  # the z-crop removed the whole prediction
         return ClassScore(label, flare_round(dsc, rnd), 0.0, float("inf"), n_ref, n_pred, rule)
@@ -143,6 +225,7 @@ def score_case(
     *,
     spacing_mm: Spacing,
     preset: Preset = FLARE23,
+    boxes: LabelBoxes | None = None,
 ) -> list[ClassScore]:
     """Score every class of one case under the preset's rules.
 
@@ -156,6 +239,9 @@ def score_case(
         The reference's voxel size (the official scorer never reads the prediction's header).
     preset
         The rules; :data:`flare_eval.presets.FLARE23` by default.
+    boxes
+        :func:`label_boxes` of these volumes when the caller has it already (the lesion crop
+        uses it too); made here otherwise.
 
     Returns
     -------
@@ -175,43 +261,18 @@ def score_case(
     >>> (s[0].dsc, s[0].nsd, s[1].dsc, s[1].rule)
     (1.0, 1.0, 1.0, 'both_empty')
     """
-    if reference.shape != prediction.shape:
-        raise InputError(
-            f"shape mismatch: reference {reference.shape}, prediction {prediction.shape}",
-            hint="the prediction must be on the reference's voxel grid",
-        )
-    if reference.ndim != 3:
-        raise InputError(f"expected 3D label volumes, got shape {reference.shape}")
-    ref = np.asarray(reference)
-    pred = np.asarray(prediction)
-    reversed_axes = ref.flags.f_contiguous and not ref.flags.c_contiguous
-    if reversed_axes:
-        ref, pred = ref.T, pred.T
-    ref = np.ascontiguousarray(ref, dtype=np.uint8)
-    pred = np.ascontiguousarray(pred, dtype=np.uint8)
-    z_axis = 0 if reversed_axes else 2
-    box = bounding_box(ref, pred)
-    max_label = preset.max_label
-    if box is None:
-        ref_boxes: list = [None] * max_label
-        pred_boxes: list = [None] * max_label
-    else:
-        # find_objects gives every label's bounding box in one pass over the foreground crop
-        ref_c = np.ascontiguousarray(ref[box])
-        pred_c = np.ascontiguousarray(pred[box])
-        ref, pred = ref_c, pred_c
-        ref_boxes = ndimage.find_objects(ref_c, max_label=max_label)
-        pred_boxes = ndimage.find_objects(pred_c, max_label=max_label)
+    if boxes is None:
+        boxes = label_boxes(reference, prediction, max_label=preset.max_label)
     return [
         _class_score(
             label,
-            ref,
-            pred,
-            ref_boxes[label - 1],
-            pred_boxes[label - 1],
-            z_axis=z_axis,
+            boxes.reference,
+            boxes.prediction,
+            boxes.reference_boxes[label - 1],
+            boxes.prediction_boxes[label - 1],
+            z_axis=0 if boxes.reversed_axes else 2,
             spacing_mm=tuple(float(s) for s in spacing_mm),  # type: ignore[arg-type]
-            reversed_axes=reversed_axes,
+            reversed_axes=boxes.reversed_axes,
             preset=preset,
         )
         for label in preset.labels

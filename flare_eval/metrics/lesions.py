@@ -286,6 +286,7 @@ def lesion_metrics(
     connectivity: int = 26,
     iou_threshold: float = 0.5,
     match: Literal["iou", "overlap"] = "iou",
+    origin_voxel: tuple[int, int, int] = (0, 0, 0),
 ) -> LesionResult:
     """Connected lesions of one case, matched one-to-one by IoU.
 
@@ -304,6 +305,9 @@ def lesion_metrics(
     match
         ``"iou"``: pairs with IoU above the threshold. ``"overlap"``: any pair sharing at least
         one voxel (a detection criterion; the same as ``iou_threshold=0``, which it ignores).
+    origin_voxel
+        Index in the whole volume of the masks' first voxel, when they are a crop of it holding
+        every lesion voxel: the results (centroids in mm included) are then the whole volume's.
 
     Returns
     -------
@@ -355,7 +359,7 @@ def lesion_metrics(
             spacing_tuple, connectivity, iou_threshold, match, empty, empty,
             np.zeros((0, 3)), np.zeros((0, 3)), np.zeros((0, 2), np.int64), empty, empty,
         )
-    offset = np.array([s.start for s in box], dtype=np.float64)
+    offset = np.array([s.start + o for s, o in zip(box, origin_voxel)], dtype=np.float64)
     ref_labels, ref_counts, ref_ml, ref_centroids = _components(
         reference[box], connectivity, offset, spacing)
     pred_labels, pred_counts, pred_ml, pred_centroids = _components(

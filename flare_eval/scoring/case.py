@@ -24,7 +24,7 @@ import numpy as np
 from flare_eval.errors import InputError
 from flare_eval.io import LabelVolume, read_label
 from flare_eval.io.layout import case_id
-from flare_eval.metrics.flare import ClassScore, score_case
+from flare_eval.metrics.flare import ClassScore, label_boxes, score_case
 from flare_eval.metrics.lesions import lesion_metrics
 from flare_eval.presets import Preset
 
@@ -162,14 +162,19 @@ def score_files(
             notes.insert(0, f"{err}; scored as an empty prediction")
     if prediction_data is None:
         prediction_data = np.zeros(reference.data.shape, dtype=np.uint8, order="F")
+    boxes = label_boxes(reference.data, prediction_data, max_label=preset.max_label)
     scores = score_case(
-        reference.data, prediction_data, spacing_mm=reference.spacing_mm, preset=preset
+        reference.data, prediction_data, spacing_mm=reference.spacing_mm, preset=preset, boxes=boxes
     )
     lesions, instances = None, []
     if preset.lesion_label is not None:
+        # The lesion masks of the lesions' box only (no lesion: one voxel, holding none), not
+        # two whole-volume comparisons.
+        box = boxes.stored_box(preset.lesion_label) or (slice(0, 1),) * 3
         result = lesion_metrics(
-            reference.data == preset.lesion_label,
-            prediction_data == preset.lesion_label,
+            reference.data[box] == preset.lesion_label,
+            prediction_data[box] == preset.lesion_label,
+            origin_voxel=tuple(s.start for s in box),  # type: ignore[arg-type]
             spacing_mm=reference.spacing_mm,
             connectivity=lesion_options.connectivity,
             iou_threshold=lesion_options.iou_threshold,

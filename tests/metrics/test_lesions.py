@@ -359,3 +359,15 @@ def test_real_deeplesion_crop_agrees_with_panoptica(shared_data, rng):
     # also the empty prediction and the lesion against itself
     _assert_agrees_with_panoptica(ref, ref, spacing)
     assert lesion_metrics(ref, ref, spacing_mm=spacing).pq == 1.0
+
+
+def test_a_crop_with_its_origin_gives_the_whole_volume_centroids():
+    full = np.zeros((10, 6, 12), bool)
+    full[4:6, 2, 7] = True  # voxels x 4 and 5, y 2, z 7
+    crop = (slice(3, 8), slice(1, 4), slice(5, 9))
+    result = lesion_metrics(full[crop], full[crop], spacing_mm=(1.0, 2.0, 3.0),
+                            origin_voxel=(3, 1, 5))
+    row = result.instances()[0]
+    # centroid (4.5, 2, 7) voxels times spacing (1, 2, 3) mm; 2 voxels of 6 mm^3 = 0.012 ml
+    assert (row["centroid_x_mm"], row["centroid_y_mm"], row["centroid_z_mm"]) == (4.5, 4.0, 21.0)
+    assert row["volume_ml"] == pytest.approx(0.012)
