@@ -14,9 +14,10 @@ import traceback
 from collections.abc import Sequence
 
 from flare_eval import __version__
+from flare_eval.cli.parser import ArgumentParser, HelpFormatter
 from flare_eval.errors import EXIT_BUG, FlareEvalError
 
-__all__ = ["VERBS", "build_parser", "main"]
+__all__ = ["VERBS", "HelpFormatter", "build_parser", "main"]
 
 #: Verb modules, in the order ``--help`` lists them.
 VERBS: tuple[str, ...] = ("score", "phantoms", "run", "ensemble", "rank", "report", "evaluate",
@@ -28,13 +29,9 @@ exit codes: 0 done; 1 a bug in flare-eval (traceback shown); 2 wrong arguments;
 Run 'flare-eval VERB -h' for the options of each verb."""
 
 
-class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
-    """Shows defaults and keeps the hand-made line breaks of descriptions."""
-
-
 def build_parser() -> argparse.ArgumentParser:
     """The full ``flare-eval`` parser with every verb registered."""
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="flare-eval",
         description="Score, time and rank submissions to FLARE-style abdominal CT segmentation "
         "challenges (FLARE 2023 rules by default).",

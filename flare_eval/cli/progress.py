@@ -1,14 +1,16 @@
-"""Executors for the CLI: a dask.distributed cluster when ``--scheduler`` is given, else none."""
+"""Helpers of the CLI verbs: executors (a dask.distributed cluster when ``--scheduler`` is
+given, else none) and progress bars that appear with the first piece of work."""
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import Executor
+from typing import Any
 
 from flare_eval.errors import ConfigError
 
-__all__ = ["scheduler_executor"]
+__all__ = ["lazy_progress", "scheduler_executor"]
 
 
 @contextlib.contextmanager
@@ -31,3 +33,45 @@ def scheduler_executor(address: str | None) -> Iterator[Executor | None]:
         yield client.get_executor()
     finally:
         client.close()
+
+
+#: ``update(done, total, description="", task="")``: the signature of :func:`lazy_progress`'s bar.
+ProgressUpdate = Callable[..., None]
+
+
+@contextlib.contextmanager
+def lazy_progress(*columns: Any, **progress_options: Any) -> Iterator[ProgressUpdate]:
+    """A rich progress bar that is drawn from its first update on, not before.
+
+    A bar started up front prints an empty ``0/?`` bar (or a blank line) before an error
+    raised while the inputs are checked; this one shows nothing until work is counted.
+
+    Parameters
+    ----------
+    *columns, **progress_options
+        Passed to :class:`rich.progress.Progress`.
+
+    Yields
+    ------
+    callable
+        ``update(done, total, description="", task="")``: one bar per ``task`` name, made on
+        its first update.
+    """
+    from rich.progress import Progress
+
+    bar: list[Progress] = []
+    tasks: dict[str, Any] = {}
+
+    def update(done: int, total: int | None, description: str = "", task: str = "") -> None:
+        if not bar:
+            bar.append(Progress(*columns, **progress_options))
+            bar[0].start()
+        if task not in tasks:
+            tasks[task] = bar[0].add_task(description, total=total)
+        bar[0].update(tasks[task], completed=done, total=total, description=description)
+
+    try:
+        yield update
+    finally:
+        if bar:
+            bar[0].stop()

@@ -34,6 +34,7 @@ example:
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     from flare_eval.cli.main import HelpFormatter
+    from flare_eval.cli.parser import iou_threshold
 
     p = subparsers.add_parser(
         "score", help="score predictions against references (DSC, NSD, HD95, lesions)",
@@ -53,7 +54,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    "keep = score that slice, nan = report NaN (preset: keep)")
     p.add_argument("--lesion-connectivity", type=int, choices=(6, 18, 26), default=26,
                    help="voxel connectivity of lesion instances")
-    p.add_argument("--lesion-iou", type=float, default=0.5, metavar="T",
+    p.add_argument("--lesion-iou", type=iou_threshold, default=0.5, metavar="T",
                    help="a predicted lesion matches a reference lesion when IoU > T")
     p.add_argument("--lesion-match", choices=("iou", "overlap"), default="iou",
                    help="match by IoU, or count any overlap as a detection")
@@ -70,9 +71,9 @@ def run(args: argparse.Namespace) -> int:
     import json
 
     from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+    from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeRemainingColumn
 
-    from flare_eval.cli.progress import scheduler_executor
+    from flare_eval.cli.progress import lazy_progress, scheduler_executor
     from flare_eval.presets import get_preset
     from flare_eval.scoring.batch import ScoreOptions, clear_cache, score_folders
     from flare_eval.scoring.case import LesionOptions
@@ -90,11 +91,11 @@ def run(args: argparse.Namespace) -> int:
         clear_cache(args.out)
     columns = (TextColumn("scoring"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                TextColumn("{task.description}"))
-    with scheduler_executor(args.scheduler) as executor, Progress(*columns, console=console) as bar:
-        task = bar.add_task("", total=None)
+    with scheduler_executor(args.scheduler) as executor, \
+            lazy_progress(*columns, console=console) as bar:
 
         def progress(done: int, total: int, record) -> None:
-            bar.update(task, completed=done, total=total, description=record.case)
+            bar(done, total, record.case)
 
         result = score_folders(
             args.pred, args.gt, args.out, options=options, workers=args.workers,

@@ -52,6 +52,7 @@ from flare_eval.typing import BoolArray, Spacing
 __all__ = [
     "LesionResult",
     "lesion_metrics",
+    "check_iou_threshold",
     "LESION_SUMMARY_COLUMNS",
     "LESION_INSTANCE_COLUMNS",
     "CONNECTIVITIES",
@@ -207,6 +208,20 @@ class LesionResult:
         return rows
 
 
+def check_iou_threshold(value: float, *, name: str = "iou_threshold") -> None:
+    """Refuse a matching threshold outside [0, 1): a pair matches when IoU > ``value``, so 1
+    or more would match nothing and a negative value would match disjoint lesions.
+
+    Raises
+    ------
+    ConfigError
+        Naming ``name`` (the argument or option the value came from) and the value.
+    """
+    if not 0.0 <= value < 1.0:
+        raise ConfigError(f"{name} must be in [0, 1) (a pair matches when IoU > threshold), "
+                          f"got {value!r}")
+
+
 def _check_inputs(
     reference: BoolArray, prediction: BoolArray, spacing_mm: Spacing, connectivity: int,
     iou_threshold: float, match: str,
@@ -228,9 +243,7 @@ def _check_inputs(
                           f"got {connectivity!r}")
     if match not in MATCH_MODES:
         raise ConfigError(f"lesion_metrics: match must be one of {MATCH_MODES}, got {match!r}")
-    if not 0.0 <= iou_threshold < 1.0:
-        raise ConfigError(f"lesion_metrics: iou_threshold must be in [0, 1) (a pair matches "
-                          f"when IoU > threshold), got {iou_threshold!r}")
+    check_iou_threshold(iou_threshold, name="lesion_metrics: iou_threshold")
 
 
 def _components(

@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 __all__ = [
     "METRIC_LABELS",
     "leaderboard_figure",
+    "leaderboard_text",
     "accuracy_efficiency_figure",
     "outperform_table",
     "radar_figure",
@@ -48,6 +49,10 @@ METRIC_LABELS: dict[str, str] = {
 }
 
 
+#: Up to this many teams, each cell of a significance map shows its p-value (more do not fit).
+P_VALUE_TEAMS = 10
+
+
 def _label(metric: str) -> str:
     return METRIC_LABELS.get(metric, metric)
 
@@ -63,13 +68,39 @@ def _metric_columns(leaderboard: pd.DataFrame) -> list[str]:
 
 
 def _format(metric: str, value: float) -> str:
+    """One format per criterion: DSC and NSD to the 4 decimals of the official rounding,
+    seconds to 0.1 s, MiB·s as whole numbers with thousands separators (never ``1.7e+05``)."""
     if not np.isfinite(value):
         return "n/a"
-    if metric in ("runtime",):
+    if metric == "runtime":
         return f"{value:.1f}"
     if metric == "gpu_auc" or abs(value) >= 1000:
-        return f"{value:.3g}"
+        return f"{value:,.0f}"
     return f"{value:.4f}"
+
+
+def leaderboard_text(leaderboard: pd.DataFrame) -> pd.DataFrame:
+    """The leaderboard as every view shows it (report, figure, ``flare-eval demo``).
+
+    Parameters
+    ----------
+    leaderboard
+        Columns ``rank, team, mean_rank`` then one column per criterion (``leaderboard.csv``).
+
+    Returns
+    -------
+    pandas.DataFrame
+        Best first; headers with units (``Runtime (s)``); every value formatted as text, one
+        format per column (see ``_format``), NaN as ``n/a``.
+    """
+    import pandas as pd
+
+    board = leaderboard.sort_values(["rank", "team"], kind="stable")
+    columns = {"Rank": [f"{r:g}" for r in board["rank"]], "Team": list(board["team"].astype(str)),
+               "Mean rank": [f"{v:.3f}" for v in board["mean_rank"]]}
+    for metric in _metric_columns(board):
+        columns[_label(metric)] = [_format(metric, float(v)) for v in board[metric]]
+    return pd.DataFrame(columns)
 
 
 def leaderboard_figure(leaderboard: pd.DataFrame) -> Figure:
@@ -81,17 +112,13 @@ def leaderboard_figure(leaderboard: pd.DataFrame) -> Figure:
         Columns ``rank, team, mean_rank`` then one column per criterion (``leaderboard.csv``).
         NaN shows as ``n/a``.
     """
-    board = leaderboard.sort_values(["rank", "team"], kind="stable")
-    metrics = _metric_columns(board)
-    header = ["Rank", "Team", "Mean rank", *(_label(m) for m in metrics)]
-    cells = [
-        [f"{row['rank']:g}", str(row["team"]), f"{row['mean_rank']:.3f}",
-         *(_format(m, float(row[m])) for m in metrics)]
-        for _, row in board.iterrows()
-    ]
+    text = leaderboard_text(leaderboard)
+    header = list(text.columns)
+    cells = text.to_numpy().tolist()
     fig, (ax,) = new_figure(1.2 * len(header) + 1.0, 0.28 * (len(cells) + 1) + 0.5)
     ax.set_axis_off()
-    table = ax.table(cellText=cells, colLabels=header, loc="upper center", cellLoc="center")
+    # the table fills the axes: no empty band under it
+    table = ax.table(cellText=cells, colLabels=header, bbox=(0.0, 0.0, 1.0, 1.0), cellLoc="center")
     table.auto_set_font_size(False)
     table.set_fontsize(9)
     for (row, _), cell in table.get_celld().items():
@@ -389,14 +416,18 @@ def significance_figure(significance: pd.DataFrame, leaderboard: pd.DataFrame) -
     """Significance maps, one per criterion: a filled cell where the row team is significantly
     better than the column team (one-sided Wilcoxon, Holm-adjusted; ``significance.csv``).
 
+    Each cell of up to :data:`P_VALUE_TEAMS` teams shows its Holm-adjusted p-value; a map with
+    no significant pair says so, with its smallest adjusted p-value, so that an empty map is
+    not mistaken for a drawing error.
+
     Parameters
     ----------
     significance
-        Columns ``metric, team, other, significant``.
+        Columns ``metric, team, other, p_holm, significant``.
     leaderboard
         Columns ``rank, team``: the order of rows and columns.
     """
-    title = "Significance maps (row significantly better than column)"
+    title = "Significance maps (row significantly better than column; Holm-adjusted p)"
     if significance.empty:
         return message_figure(title, "no pairwise tests (a single team)")
     order = _order(leaderboard)
@@ -411,11 +442,22 @@ def significance_figure(significance: pd.DataFrame, leaderboard: pd.DataFrame) -
     cmap = ListedColormap(["#F2F2F2", "#0072B2"])
     for ax, metric in zip(axes, metrics):
         grid = np.zeros((len(order), len(order)))
-        rows = significance[(significance["metric"] == metric) & significance["significant"].astype(bool)]
-        for team, other in zip(rows["team"], rows["other"]):
-            if team in index and other in index:
-                grid[index[team], index[other]] = 1.0
+        rows = significance[(significance["metric"] == metric)
+                            & significance["team"].isin(index) & significance["other"].isin(index)]
+        for team, other, p_holm, significant in zip(rows["team"], rows["other"], rows["p_holm"],
+                                                    rows["significant"].astype(bool)):
+            i, j = index[team], index[other]
+            grid[i, j] = float(significant)
+            if len(order) <= P_VALUE_TEAMS and np.isfinite(p_holm):
+                ax.text(j, i, f"{p_holm:.2f}" if p_holm >= 0.01 else "<.01", ha="center",
+                        va="center", fontsize=6, color="white" if significant else "#555555")
         ax.imshow(grid, cmap=cmap, vmin=0, vmax=1)
+        if not rows["significant"].astype(bool).any():
+            smallest = rows["p_holm"].min()
+            note = "no significant pair" + (f"\n(smallest p = {smallest:.2f})"
+                                            if np.isfinite(smallest) else "")
+            ax.text(0.5, 0.5, note, transform=ax.transAxes, ha="center", va="center",
+                    fontsize=8, bbox={"facecolor": "white", "edgecolor": "#999999", "alpha": 0.9})
         labels = order if len(order) <= 15 else [""] * len(order)
         ax.set_xticks(range(len(order)), labels, rotation=90, fontsize=7)
         ax.set_yticks(range(len(order)), labels, fontsize=7)

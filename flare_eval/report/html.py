@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from flare_eval.report.figures_ranking import leaderboard_text
 from flare_eval.report.results import ReportTables, load_results, team_summary
 from flare_eval.typing import StrPath
 
@@ -25,13 +26,18 @@ __all__ = ["ReportFigure", "report_figures", "render_html", "write_report"]
 
 @dataclass(frozen=True)
 class ReportFigure:
-    """One figure of the report: file stem, heading, caption, the figure and its data."""
+    """One figure of the report: file stem, heading, caption, the figure and its data.
+
+    ``in_html`` False: saved with the figures but not embedded in the HTML (the leaderboard,
+    which the HTML shows as a table).
+    """
 
     name: str
     title: str
     caption: str
     figure: Figure
     data: pd.DataFrame
+    in_html: bool = True
 
 
 def report_figures(tables: ReportTables, *, top: int = 5) -> list[ReportFigure]:
@@ -110,7 +116,8 @@ def report_figures(tables: ReportTables, *, top: int = 5) -> list[ReportFigure]:
     for name, title, caption, draw, data in specs:
         figure = draw()
         if figure is not None:
-            figures.append(ReportFigure(name, title, caption, figure, data))
+            figures.append(ReportFigure(name, title, caption, figure, data,
+                                        in_html=name != "leaderboard"))
     return figures
 
 
@@ -194,14 +201,18 @@ def render_html(tables: ReportTables, figures: list[ReportFigure], pngs: dict[st
         f'{esc(str(tables.ranking_config.get("preset", "?")))}, '
         f'{tables.ranking_config.get("n_bootstrap", 0)} bootstrap samples '
         f'(seed {esc(str(tables.ranking_config.get("seed", "?")))}).</p>',
-        "<nav>" + "".join(f'<a href="#{f.name}">{esc(f.title)}</a>' for f in figures)
+        '<nav><a href="#leaderboard">Leaderboard</a>'
+        + "".join(f'<a href="#{f.name}">{esc(f.title)}</a>' for f in figures if f.in_html)
         + '<a href="#failures">Failed cases</a><a href="#configuration">Configuration</a>'
         + '<a href="#versions">Versions</a></nav>',
-        '<h2 id="leaderboard-table">Leaderboard</h2>', _table_html(tables.leaderboard),
+        '<h2 id="leaderboard">Leaderboard</h2>',
+        '<p class="note">Lower mean rank is better: the mean of each team\'s ranks over every '
+        "case and criterion; the other columns are each criterion's mean raw value.</p>",
+        _table_html(leaderboard_text(tables.leaderboard)),
     ]
     for warning in tables.ranking_config.get("warnings", []):
         parts.append(f'<p class="note">Ranking warning: {esc(str(warning))}</p>')
-    for figure in figures:
+    for figure in (f for f in figures if f.in_html):
         parts += [f'<h2 id="{figure.name}">{esc(figure.title)}</h2><figure>',
                   f'<img src="{_png_data_uri(pngs[figure.name])}" alt="{esc(figure.title)}">',
                   f"<figcaption>{esc(figure.caption)}</figcaption></figure>"]
