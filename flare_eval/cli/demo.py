@@ -17,7 +17,7 @@ DIR gets challenge/ (phantoms), submissions/<team>/, results/<team>/ (score outp
 simulated runs.csv), results/ranking/ (rank outputs), figures/ and report.html.
 
 example:
-  flare-eval demo --out demo && open demo/report.html"""
+  flare-eval demo --out demo && xdg-open demo/report.html   (macOS: open; Windows: start)"""
 
 
 def register(subparsers: Any) -> None:
@@ -38,21 +38,26 @@ def register(subparsers: Any) -> None:
 
 
 def run_demo_verb(args: argparse.Namespace) -> int:
-    """Handler of ``flare-eval demo``."""
-    from rich.progress import Progress
+    """Handler of ``flare-eval demo``: runs the demo, prints the leaderboard and how to open
+    the report."""
+    import pandas as pd
 
+    from flare_eval.cli.progress import lazy_progress
     from flare_eval.demo import run_demo
     from flare_eval.errors import EXIT_OK
+    from flare_eval.report.figures_ranking import leaderboard_text
+    from flare_eval.report.results import RANKING_FOLDER
 
-    with Progress(transient=True) as bar:
-        tasks: dict[str, Any] = {}
-
-        def progress(stage: str, done: int, total: int) -> None:
-            if stage not in tasks:
-                tasks[stage] = bar.add_task(stage, total=total)
-            bar.update(tasks[stage], completed=done)
-
+    with lazy_progress(transient=True) as bar:
         path = run_demo(args.out, cases=args.cases, teams=args.teams, n_bootstrap=args.bootstrap,
-                        seed=args.seed, progress=progress)
-    print(f"wrote {path}")
+                        seed=args.seed,
+                        progress=lambda stage, done, total: bar(done, total, stage, stage))
+    board = leaderboard_text(pd.read_csv(args.out / "results" / RANKING_FOLDER / "leaderboard.csv"))
+    # plain text, not a rich table: a rich table squeezes its columns into the terminal width
+    print("Leaderboard (lower mean rank is better):")
+    print(board.to_string(index=False))
+    print(f"wrote {path} (figures as PNG, SVG and CSV in {args.out / 'figures'}); open it with\n"
+          f"  Linux:   xdg-open {path}\n"
+          f"  macOS:   open {path}\n"
+          f'  Windows: start "" "{path}"')
     return EXIT_OK

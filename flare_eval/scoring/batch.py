@@ -78,6 +78,30 @@ def _nifti_files(folder: Path) -> dict[str, Path]:
     }
 
 
+#: The channel suffix of FLARE input images, ``<id>_0000.nii.gz``; labels are ``<id>.nii.gz``.
+IMAGE_SUFFIX = "_0000"
+
+
+def _refuse_image_folder(role: str, folder: Path, files: dict[str, Path], *,
+                         matched: set[str]) -> None:
+    """Refuse a folder of input images given as labels or predictions.
+
+    Every file named ``<id>_0000`` and none of them a case of ``matched`` (the references, for
+    predictions): the CT images, not labels, so every case would score 0 without a word.  An
+    id may itself end in ``_0000``, hence "every file" and "none matched".
+    """
+    if not files or not all(case.endswith(IMAGE_SUFFIX) for case in files) or matched & set(files):
+        return
+    example = next(iter(files.values())).name
+    wanted = "references" if role == "--gt" else "predictions"
+    raise InputError(
+        f"{role} folder {folder} holds input images, not {wanted}: all {len(files)} files are "
+        f"named <id>{IMAGE_SUFFIX}.nii.gz (e.g. {example}), {wanted} are named <id>.nii.gz",
+        hint=f"pass the folder of {wanted} (e.g. {'labels/' if role == '--gt' else 'predictions/'}"
+        f" beside images/); predictions named <id>{IMAGE_SUFFIX}.nii.gz must be renamed <id>.nii.gz",
+    )
+
+
 def pair_files(pred_dir: Path, gt_dir: Path) -> tuple[list[tuple[Path, Path | None]], list[str]]:
     """Pair every reference with the prediction of the same case id.
 
@@ -100,6 +124,8 @@ def pair_files(pred_dir: Path, gt_dir: Path) -> tuple[list[tuple[Path, Path | No
     if not references:
         raise InputError(f"--gt folder {gt_dir} holds no .nii.gz / .nii file")
     predictions = _nifti_files(pred_dir)
+    _refuse_image_folder("--gt", gt_dir, references, matched=set())
+    _refuse_image_folder("--pred", pred_dir, predictions, matched=set(references))
     pairs = [(path, predictions.get(case)) for case, path in references.items()]
     extra = sorted(predictions[c].name for c in set(predictions) - set(references))
     return pairs, extra
