@@ -162,3 +162,47 @@ def test_save_figure_writes_png_svg_csv(tmp_path, rng: np.random.Generator) -> N
     assert paths["png"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "<svg" in paths["svg"].read_text()
     pd.testing.assert_frame_equal(pd.read_csv(paths["csv"]), data)
+
+
+def _figure_texts(fig: Figure) -> list[str]:
+    return [t.get_text() for ax in fig.axes for t in ax.texts]
+
+
+def test_significance_map_without_significant_pair_says_so() -> None:
+    board = pd.DataFrame({"rank": [1, 2, 3], "team": ["a", "b", "c"]})
+    pairs = [("a", "b"), ("a", "c"), ("b", "a"), ("b", "c"), ("c", "a"), ("c", "b")]
+    # organ_dsc: nothing significant, smallest Holm p 0.14; runtime: a beats c (p 0.004)
+    sig = pd.DataFrame(
+        [("organ_dsc", t, o, 0.01, p, False) for (t, o), p in zip(pairs, [0.14, 0.5, 1, 1, 1, 0.9])]
+        + [("runtime", t, o, 0.001, p, p < 0.05)
+           for (t, o), p in zip(pairs, [0.2, 0.004, 1, 1, 1, 1])],
+        columns=["metric", "team", "other", "p_value", "p_holm", "significant"])
+    fig = significance_figure(sig, board)
+    organ, runtime = fig.axes[:2]
+    organ_texts = [t.get_text() for t in organ.texts]
+    assert "no significant pair\n(smallest p = 0.14)" in organ_texts
+    # every pair's adjusted p-value in its cell: row a, column b holds 0.14
+    cell = {(round(t.get_position()[1]), round(t.get_position()[0])): t.get_text()
+            for t in organ.texts if t.get_text() != organ_texts[-1]}
+    assert cell[(0, 1)] == "0.14" and cell[(2, 1)] == "0.90" and cell[(1, 0)] == "1.00"
+    runtime_texts = [t.get_text() for t in runtime.texts]
+    assert not any("no significant pair" in t for t in runtime_texts)
+    assert "<.01" in runtime_texts  # a over c, p = 0.004
+    assert runtime.images[0].get_array()[0, 2] == 1.0  # and that cell is filled
+
+
+def test_significance_map_of_many_teams_has_no_cell_text(rng: np.random.Generator) -> None:
+    t = _tables(40, rng)
+    texts = _figure_texts(significance_figure(t["sig"], t["board"]))
+    assert texts == []  # 40 x 40 cells: no room for p-values; all pairs significant: no note
+
+
+def test_leaderboard_numbers_have_one_format_per_column() -> None:
+    board = pd.DataFrame({"rank": [1], "team": ["a"], "mean_rank": [1.0], "organ_dsc": [0.94971],
+                          "runtime": [40.158], "gpu_auc": [174040.0]})
+    fig = leaderboard_figure(board)
+    cells = {(r, c): cell.get_text().get_text()
+             for (r, c), cell in fig.axes[0].tables[0].get_celld().items()}
+    assert [cells[(0, c)] for c in range(6)] == [
+        "Rank", "Team", "Mean rank", "Organ DSC", "Runtime (s)", "GPU AUC (MiB·s)"]
+    assert [cells[(1, c)] for c in range(6)] == ["1", "a", "1.000", "0.9497", "40.2", "174,040"]

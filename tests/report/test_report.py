@@ -16,8 +16,9 @@ from flare_eval.demo import run_demo
 from flare_eval.report import load_results
 
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
-#: Figures of the report when there are runner outputs (all of them).
-N_FIGURES = 12
+#: Figures embedded in the report when there are runner outputs: all 12 but the leaderboard,
+#: which the report shows as a table (its figure goes only to figures/).
+N_FIGURES = 11
 
 
 @pytest.fixture(scope="module")
@@ -57,6 +58,11 @@ def test_report_is_self_contained(demo_dir: Path) -> None:
     assert all(src.startswith("data:image/png;base64,") for src in images)
     assert not re.search(r"(src|href)\s*=\s*[\"']?\s*(https?:)?//", text, re.IGNORECASE)
     assert "url(" not in text
+    # the leaderboard once, as a table with units in its headers
+    assert text.count("Leaderboard</h2>") == 1 and "alt=\"Leaderboard\"" not in text
+    board = text[text.index("Leaderboard</h2>"):].split("</table>")[0]
+    assert "<th>Runtime (s)</th>" in board and "<th>GPU AUC (MiB·s)</th>" in board
+    assert "e+0" not in board  # no 1.74e+05: the GPU AUC is written in full
     for needle in ("Missing and failed cases", "missing_prediction", "crash", "nsd_dsc_threshold",
                    "runtime_tolerance_s", "Software versions", "matplotlib"):
         assert needle in text, needle
