@@ -1,4 +1,5 @@
-"""Every notebook in ``notebooks/`` and every script in ``examples/`` runs, on the demo data.
+"""Every notebook in ``notebooks/``, every script in ``examples/`` and the README's Python API
+example run, on the demo data.
 
 The scripts run as a user runs them (``python examples/X.py --out DIR``, in a fresh process,
 warnings as errors); the notebooks are executed with nbclient on the ``python3`` kernel. Both
@@ -8,6 +9,8 @@ Notebooks are stored without outputs: a fast test checks that.
 
 from __future__ import annotations
 
+import re
+import os
 import shutil
 import subprocess
 import sys
@@ -102,3 +105,30 @@ def test_notebook_runs(notebook: Path, tmp_path: Path, monkeypatch: pytest.Monke
     images = sum("image/png" in o.get("data", {}) for cell in nb.cells
                  if cell.cell_type == "code" for o in cell.outputs)
     assert images >= 2, f"{notebook.name}: expected its figures, got {images} images"
+
+
+def _readme_python_api() -> tuple[str, str]:
+    """The README's ``## Python API`` section: its phantoms command and its Python block."""
+    section = (ROOT / "README.md").read_text().split("## Python API", 1)[1].split("\n## ", 1)[0]
+    command = re.search(r"`(flare-eval phantoms [^`]*)`", section)
+    code = re.search(r"```python\n(.*?)```", section, re.DOTALL)
+    assert command and code, "README.md: ## Python API lost its phantoms command or code block"
+    return command.group(1), code.group(1)
+
+
+@pytest.mark.slow
+def test_readme_python_api_runs_as_pasted(tmp_path: Path) -> None:
+    command, code = _readme_python_api()
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}  # the flare-eval of this checkout
+    subprocess.run([sys.executable, "-m", "flare_eval", *command.split()[1:]], cwd=tmp_path,
+                   check=True, capture_output=True, env=env, timeout=120)
+    result = subprocess.run([sys.executable, "-W", "error", "-c", code], cwd=tmp_path,
+                            capture_output=True, text=True, env=env, timeout=120)
+    assert result.returncode == 0, f"README example failed:\n{result.stdout}\n{result.stderr}"
+    lines = result.stdout.splitlines()
+    # one line per FLARE23 class (13 organs + lesion), then the folder's summary
+    assert [line.split()[0] for line in lines[:14]][:2] == ["Liver", "RK"]
+    assert all(re.fullmatch(r"\s*\S+  DSC [01]\.\d{4}  NSD [01]\.\d{4}  HD95 (\d+\.\d|inf|nan) mm",
+                            line) for line in lines[:14]), lines[:14]
+    assert re.fullmatch(r"3 cases, organ DSC 0\.\d{4}, failed: \[\]", lines[14]), lines[14]
+    assert (tmp_path / "demo" / "scores" / "scores.txt").is_file()

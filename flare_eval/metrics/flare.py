@@ -1,6 +1,6 @@
 """The per-case FLARE23 rule set: DSC, NSD and HD95 of every class of one case.
 
-The rules (``../shared/SPEC-flare23.md`` section 3), applied per class ``i`` in this order:
+The rules (``docs/protocol.md`` section 3), applied per class ``i`` in this order:
 
 1. Emptiness is judged on the whole volume: both empty gives DSC = NSD = 1
    (``preset.both_empty_value``), exactly one empty gives 0 (``preset.one_empty_value``).
