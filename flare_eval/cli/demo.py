@@ -46,7 +46,7 @@ def run_demo_verb(args: argparse.Namespace) -> int:
     from flare_eval.demo import run_demo
     from flare_eval.errors import EXIT_OK
     from flare_eval.report.figures_ranking import leaderboard_text
-    from flare_eval.report.results import RANKING_FOLDER
+    from flare_eval.io.layout import RANKING_FOLDER
 
     with lazy_progress(transient=True) as bar:
         path = run_demo(args.out, cases=args.cases, teams=args.teams, n_bootstrap=args.bootstrap,

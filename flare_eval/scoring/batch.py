@@ -26,7 +26,7 @@ import scipy
 
 from flare_eval.errors import ConfigError, InputError
 from flare_eval.io import atomic_write_text, write_table
-from flare_eval.io.layout import case_id
+from flare_eval.io.layout import CHANNEL_SUFFIX, case_id
 from flare_eval.presets import Preset
 from flare_eval.scoring.case import CaseRecord, LesionOptions, score_files
 from flare_eval.scoring.outputs import (
@@ -78,10 +78,6 @@ def _nifti_files(folder: Path) -> dict[str, Path]:
     }
 
 
-#: The channel suffix of FLARE input images, ``<id>_0000.nii.gz``; labels are ``<id>.nii.gz``.
-IMAGE_SUFFIX = "_0000"
-
-
 def _refuse_image_folder(role: str, folder: Path, files: dict[str, Path], *,
                          matched: set[str]) -> None:
     """Refuse a folder of input images given as labels or predictions.
@@ -90,15 +86,15 @@ def _refuse_image_folder(role: str, folder: Path, files: dict[str, Path], *,
     predictions): the CT images, not labels, so every case would score 0 without a word.  An
     id may itself end in ``_0000``, hence "every file" and "none matched".
     """
-    if not files or not all(case.endswith(IMAGE_SUFFIX) for case in files) or matched & set(files):
+    if not files or not all(case.endswith(CHANNEL_SUFFIX) for case in files) or matched & set(files):
         return
     example = next(iter(files.values())).name
     wanted = "references" if role == "--gt" else "predictions"
     raise InputError(
         f"{role} folder {folder} holds input images, not {wanted}: all {len(files)} files are "
-        f"named <id>{IMAGE_SUFFIX}.nii.gz (e.g. {example}), {wanted} are named <id>.nii.gz",
+        f"named <id>{CHANNEL_SUFFIX}.nii.gz (e.g. {example}), {wanted} are named <id>.nii.gz",
         hint=f"pass the folder of {wanted} (e.g. {'labels/' if role == '--gt' else 'predictions/'}"
-        f" beside images/); predictions named <id>{IMAGE_SUFFIX}.nii.gz must be renamed <id>.nii.gz",
+        f" beside images/); predictions named <id>{CHANNEL_SUFFIX}.nii.gz must be renamed <id>.nii.gz",
     )
 
 
