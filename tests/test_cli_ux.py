@@ -80,12 +80,17 @@ def phantoms(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_missing_folder_error_comes_without_a_progress_bar(
         phantoms: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    code = main(["score", "--pred", str(tmp_path / "nope"), "--gt", str(phantoms / "labels"),
+    nope = tmp_path / "nope"
+    code = main(["score", "--pred", str(nope), "--gt", str(phantoms / "labels"),
                  "--out", str(tmp_path / "out")])
     assert code == 3
     # the first and only line is the error: no "scoring ... 0/?" bar, no blank line before it
-    assert capsys.readouterr().err == (f"flare-eval score: error: --pred folder "
-                                       f"{tmp_path / 'nope'} does not exist or is not a folder\n")
+    assert capsys.readouterr().err == (f"flare-eval score: error: --pred folder {nope} does not "
+                                       f"exist or is not a folder\n")
+    code = main(["ensemble", "--pred", str(nope), str(phantoms / "labels"), "--out",
+                 str(tmp_path / "vote")])
+    assert capsys.readouterr().err == (f"flare-eval ensemble: error: ensemble: prediction folder "
+                                       f"{nope} does not exist or is not a folder\n")
 
 
 @pytest.mark.parametrize("role", ["--pred", "--gt"])

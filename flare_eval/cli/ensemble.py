@@ -42,8 +42,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+    from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeRemainingColumn
 
+    from flare_eval.cli.progress import lazy_progress
     from flare_eval.ensemble import ensemble_folders
     from flare_eval.presets import get_preset
 
@@ -51,11 +52,10 @@ def run(args: argparse.Namespace) -> int:
     preset = get_preset(args.preset)
     columns = (TextColumn("voting"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                TextColumn("{task.description}"))
-    with Progress(*columns, console=console) as bar:
-        task = bar.add_task("", total=None)
+    with lazy_progress(*columns, console=console) as bar:
 
         def progress(done: int, total: int, name: str) -> None:
-            bar.update(task, completed=done, total=total, description=name)
+            bar(done, total, name)
 
         written = ensemble_folders(args.pred, args.out, labels=preset.labels,
                                    allow_missing=args.allow_missing, progress=progress)
