@@ -4,7 +4,7 @@
 
 1. Sampling period with a slow NVML query (a scripted 30 ms query, no GPU needed): our
    deadline scheduler against the official loop (query, then ``sleep(0.1)``).
-2. Per-case wall time of a trivial submission: ``flare-eval``'s docker backend (create, start,
+2. Per-case wall time of a 1 s submission (``sleep 1``, then a copy): ``flare-eval``'s docker backend (create, start,
    wait, logs, remove, output check, records) against the official ``docker container run
    --rm`` through the CLI. Needs a docker engine (``DOCKER_HOST``) and busybox; skipped
    with a message otherwise.
@@ -29,6 +29,7 @@ import numpy as np
 from flare_eval.runner import DockerBackend, DockerOptions, ResourceSampler, run_submission
 
 PREDICT_SH = (
+    'sleep 1\n'
     'f=$(ls /workspace/inputs)\n'
     'cp "/workspace/inputs/$f" "/workspace/outputs/${f%_0000.nii.gz}.nii.gz"\n'
 )
@@ -84,7 +85,7 @@ def _image(client) -> str:
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w") as tar:
         tar.add(shutil.which("busybox"), arcname="bin/busybox")
-        for applet in ("sh", "ls", "cp"):
+        for applet in ("sh", "ls", "cp", "sleep"):
             link = tarfile.TarInfo(f"bin/{applet}")
             link.type, link.linkname = tarfile.SYMTYPE, "busybox"
             tar.addfile(link)
@@ -133,7 +134,7 @@ def bench_docker(n_cases: int) -> None:
             ours += [r["time_s"] for r in records]
             statuses |= {r["status"] for r in records}
     client.images.remove(image, force=True)
-    print(f"docker per-case time, {n_cases} trivial cases x 2 (statuses {sorted(statuses)}): "
+    print(f"docker per-case time, {n_cases} cases of 1 s x 2 (statuses {sorted(statuses)}): "
           f"median ours {np.median(ours):.3f} s, official 'docker container run --rm' "
           f"{np.median(anchor):.3f} s; ratio ours/official {np.median(ours) / np.median(anchor):.3f}")
     # Our default sandbox has no network; the namespace costs the same to the official command.

@@ -23,12 +23,40 @@ from flare_eval.errors import RunnerError
 from flare_eval.runner.execution import Execution
 from flare_eval.runner.sampler import ResourceSampler
 
-__all__ = ["CONTAINER_LABEL", "WORK_LABEL", "DockerOptions", "DockerBackend", "connect", "load_image"]
+__all__ = ["CONTAINER_LABEL", "WORK_LABEL", "DEADLINE_LABEL", "DockerOptions", "DockerBackend",
+           "connect", "load_image", "remove_expired"]
 
 #: Label put on every container this runner creates (to find leftovers).
 CONTAINER_LABEL = "flare-eval.runner"
 #: Label naming the case's work folder: unique to one case of one results folder.
 WORK_LABEL = "flare-eval.work"
+#: Label holding the Unix time after which the container may be removed by anyone: the
+#: timeout, enforced from the engine side when the runner that started it was killed.
+DEADLINE_LABEL = "flare-eval.deadline"
+#: Grace past a case's timeout before another run removes its container.
+_DEADLINE_GRACE_S = 60.0
+
+
+def remove_expired(client: Any, now: float | None = None) -> list[str]:
+    """Remove every runner container past its deadline label; returns their names.
+
+    Called before each case and by ``flare-eval run --cleanup``: a container whose runner
+    was SIGKILLed runs on only until the next run or cleanup after its deadline. A container
+    without a deadline (no timeout) is removed when its own case is run again.
+    """
+    import docker.errors
+
+    now = time.time() if now is None else now
+    removed = []
+    for container in client.containers.list(all=True, filters={"label": CONTAINER_LABEL}):
+        deadline = container.labels.get(DEADLINE_LABEL)
+        if deadline is not None and float(deadline) < now:
+            try:
+                container.remove(force=True)
+                removed.append(container.name)
+            except docker.errors.NotFound:
+                pass  # its own runner removed it meanwhile
+    return removed
 
 
 def _work_key(inputs_dir: Path) -> str:
@@ -51,6 +79,10 @@ class DockerOptions:
         Network mode; ``none`` cuts the container off.
     pids_limit
         Most processes and threads in the container.
+    log_bytes
+        Most bytes of the container's log the engine keeps (``json-file`` ``max-size``, one
+        file): a submission printing gigabytes costs neither disk nor runner memory; the tail
+        is kept.
     command
         Command run in the image's working directory.
     labels
@@ -63,6 +95,7 @@ class DockerOptions:
     shm_size: str = "28g"
     network: str = "none"
     pids_limit: int = 4096
+    log_bytes: int = 4 << 20
     command: tuple[str, ...] = ("sh", "predict.sh")
     labels: dict[str, str] = field(default_factory=dict)
 
@@ -161,6 +194,7 @@ class DockerBackend:
             "backend": "docker", "image": self.image, "image_id": image_id,
             "gpu_index": o.gpu_index, "memory": o.memory, "shm_size": o.shm_size,
             "network": o.network, "pids_limit": o.pids_limit, "command": list(o.command),
+            "cap_drop": ["ALL"], "log_bytes": o.log_bytes,
         }
 
     def _remove_leftovers(self, inputs_dir: Path) -> None:
@@ -170,10 +204,13 @@ class DockerBackend:
         for leftover in self.client.containers.list(all=True, filters={"label": label}):
             leftover.remove(force=True)
 
-    def _create(self, inputs_dir: Path, outputs_dir: Path, name: str) -> Any:
-        from docker.types import DeviceRequest
+    def _create(self, inputs_dir: Path, outputs_dir: Path, name: str,
+                timeout_s: float | None) -> Any:
+        from docker.types import DeviceRequest, LogConfig
 
         o = self.options
+        deadline = ({} if timeout_s is None else
+                    {DEADLINE_LABEL: f"{time.time() + timeout_s + _DEADLINE_GRACE_S:.0f}"})
         devices = (
             [DeviceRequest(device_ids=[str(o.gpu_index)], capabilities=[["gpu"]])]
             if o.gpu_index is not None else None
@@ -190,11 +227,14 @@ class DockerBackend:
             memswap_limit=o.memory,
             network_mode=o.network,
             privileged=False,
+            cap_drop=["ALL"],
             security_opt=["no-new-privileges"],
             pids_limit=o.pids_limit,
             device_requests=devices,
+            log_config=LogConfig(type="json-file",
+                                 config={"max-size": str(o.log_bytes), "max-file": "1"}),
             labels={CONTAINER_LABEL: "1", "flare-eval.case": name, WORK_LABEL: _work_key(inputs_dir),
-                    **o.labels},
+                    **deadline, **o.labels},
             detach=True,
         )
 
@@ -218,11 +258,15 @@ class DockerBackend:
         stdout = stderr = b""
         error: str | None = None
         t_exit: float | None = None
+        try:
+            remove_expired(self.client)
+        except docker.errors.DockerException:
+            pass  # the case itself reports an engine that does not answer
         sampler.start()
         t0 = time.monotonic()
         try:
             self._remove_leftovers(inputs_dir)
-            container = self._create(inputs_dir, outputs_dir, name)
+            container = self._create(inputs_dir, outputs_dir, name, timeout_s)
             container.start()
             waited: dict[str, Any] = {}
 

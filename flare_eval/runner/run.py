@@ -18,14 +18,18 @@ engine, which is always retried; ``retry_failed`` retries every status but ``ok`
 Statuses: ``ok``; ``timeout`` (killed after the timeout, outputs discarded); ``oom`` (non-zero
 exit after the OOM killer struck); ``crash`` (other non-zero exit; a valid prediction is still
 kept, as the official harness checked no exit code); ``no_output`` (no ``<id>.nii.gz``, e.g. a
-wrongly named file); ``bad_output`` (not a readable label volume, or a shape other than the
-input's); ``error``.
+wrongly named file); ``bad_output`` (not a regular file of bounded size, too many files, not a
+readable label volume, or a shape other than the input's); ``error``. Outputs are copied out of
+the container's folder before they are read (:mod:`flare_eval.runner.intake`); each case runs in
+a neutral staging folder outside ``OUT``. A full disk raises
+:class:`~flare_eval.runner.intake.DiskFullError` and the same call resumes.
 """
 
 from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import errno
 import json
 import os
 import shutil
@@ -46,6 +50,14 @@ from flare_eval.runner.efficiency import (
     trapezoid_auc,
 )
 from flare_eval.runner.execution import Backend, Execution
+from flare_eval.runner.intake import (
+    OutputLimits,
+    case_folder,
+    disk_full,
+    release_case,
+    stage_case,
+    take_output,
+)
 from flare_eval.runner.sampler import ResourceSampler
 
 __all__ = ["RUN_STATUSES", "RUNS_COLUMNS", "INPUT_SUFFIX", "find_cases", "check_prediction",
@@ -116,28 +128,42 @@ def check_prediction(prediction: Path, input_image: Path) -> str | None:
     return None
 
 
-def _classify(execution: Execution, outputs_dir: Path, case: str, input_image: Path
-              ) -> tuple[str, str, Path | None]:
-    """(status, message, valid prediction or None) of a finished execution."""
+def _classify(execution: Execution, outputs_dir: Path, case: str, input_image: Path,
+              incoming: Path, limits: OutputLimits) -> tuple[str, str, Path | None]:
+    """(status, message, valid prediction or None) of a finished execution.
+
+    The output is first copied out of ``outputs_dir`` into ``incoming`` (see
+    :func:`~flare_eval.runner.intake.take_output`), and only that copy is read.
+    """
     if execution.error is not None:
         return "error", execution.error, None
     if execution.timed_out:
         return "timeout", "killed after the timeout; outputs discarded", None
-    expected = outputs_dir / f"{case}.nii.gz"
-    problem: str | None
-    if expected.is_file():
-        problem = check_prediction(expected, input_image)
+    taken = take_output(outputs_dir, f"{case}.nii.gz", incoming, limits)
+    problem = taken.message
+    output_status = taken.status
+    if taken.path is not None:
+        problem = _checked(taken.path, input_image, f"{case}.nii.gz") or ""
         output_status = "bad_output" if problem else "ok"
-    else:
-        found = sorted(p.name for p in outputs_dir.iterdir())
-        problem = f"expected {expected.name} in /workspace/outputs, found {found or 'nothing'}"
-        output_status = "no_output"
-    valid = expected if output_status == "ok" else None
+    valid = taken.path if output_status == "ok" else None
     if execution.exit_code != 0:
         status = "oom" if execution.oom_killed else "crash"
         kept = "a valid prediction was kept" if valid else problem
         return status, f"predict.sh exited with {execution.exit_code}; {kept}", valid
-    return output_status, problem or "", valid
+    return output_status, problem, valid
+
+
+def _checked(copy: Path, input_image: Path, name: str) -> str | None:
+    """:func:`check_prediction` of the runner's copy; any failure of the reader is the file's."""
+    try:
+        problem = check_prediction(copy, input_image)
+    except InputError:
+        raise  # the organizers' input image
+    except MemoryError:
+        return f"{name} is not a readable label volume (it needs more memory than there is)"
+    except Exception as err:  # defence in depth: no malformed file may stop the run
+        return f"{name} is not a readable label volume ({type(err).__name__} in the reader)"
+    return problem
 
 
 def _capped(data: bytes, cap_bytes: int) -> bytes:
@@ -161,20 +187,6 @@ def _gpu_columns(execution: Execution, tolerance_mib: float, period_s: float) ->
                                                      period_s=period_s),
         "n_gpu_samples": len(gpu),
     }
-
-
-def _stage(input_image: Path, work: Path) -> tuple[Path, Path]:
-    shutil.rmtree(work, ignore_errors=True)  # leftovers of a killed run
-    inputs, outputs = work / "inputs", work / "outputs"
-    inputs.mkdir(parents=True)
-    outputs.mkdir()
-    # The submission may run as any user inside the container.
-    outputs.chmod(0o777)
-    try:
-        os.link(input_image, inputs / input_image.name)
-    except OSError:  # another filesystem: copy instead
-        shutil.copy2(input_image, inputs / input_image.name)
-    return inputs, outputs
 
 
 def _load_records(efficiency_dir: Path) -> dict[str, dict[str, Any]]:
@@ -228,6 +240,7 @@ def run_submission(
     gpu_tolerance_mib: float = 4096.0,
     period_s: float = 0.1,
     log_cap_bytes: int = 1 << 20,
+    limits: OutputLimits = OutputLimits(),
     retry_failed: bool = False,
     progress: bool | Callable[[int, str], None] = True,
     nvml: Any = None,
@@ -257,6 +270,8 @@ def run_submission(
         Sampling period (0.1 s officially).
     log_cap_bytes
         Most bytes of stdout and of stderr kept per case (the tail).
+    limits
+        Bounds of a case's outputs (:class:`~flare_eval.runner.intake.OutputLimits`).
     retry_failed
         Re-run cases recorded with any status but ``ok`` (``error`` is always re-run).
     progress
@@ -277,6 +292,9 @@ def run_submission(
     ConfigError
         When ``out_dir/<team>`` holds a run made with other settings, or ``team`` is not a
         plain name.
+    DiskFullError
+        When the disk of the results or the staging folder fills: the case in flight is not
+        recorded, every finished one is kept, and the same call resumes.
     """
     import flare_eval
 
@@ -284,7 +302,7 @@ def run_submission(
         raise ConfigError(f"--team {team!r}: expected a plain folder name")
     cases = find_cases(inputs_dir)
     team_dir = Path(out_dir) / team
-    dirs = {name: team_dir / name for name in ("predictions", "efficiency", "logs", ".work")}
+    dirs = {name: team_dir / name for name in ("predictions", "efficiency", "logs", ".incoming")}
     for path in dirs.values():
         path.mkdir(parents=True, exist_ok=True)
     _check_settings(team_dir, {
@@ -303,26 +321,36 @@ def run_submission(
                          nvml=nvml) as sampler, _progress(progress, len(cases)) as advance:
         advance(len(cases) - len(todo), "resumed")
         for case, input_image in todo:
-            records[case] = _run_one(backend, sampler, case, input_image, dirs,
-                                     timeout_s=timeout_s, tolerance_mib=gpu_tolerance_mib,
-                                     period_s=period_s, log_cap_bytes=log_cap_bytes)
-            _write_tables(team_dir, team, records)
+            work = case_folder(team_dir, case)
+            try:
+                records[case] = _run_one(backend, sampler, case, input_image, dirs, work,
+                                         timeout_s=timeout_s, tolerance_mib=gpu_tolerance_mib,
+                                         period_s=period_s, log_cap_bytes=log_cap_bytes,
+                                         limits=limits)
+                _write_tables(team_dir, team, records)
+            except OSError as err:
+                if err.errno != errno.ENOSPC:
+                    raise
+                # The case has no record yet, so a resumed run runs it again.
+                raise disk_full(team_dir, log_cap_bytes * 2 + limits.max_bytes) from None
+            finally:
+                release_case(work)
             advance(1, f"{case}: {records[case]['record']['status']}")
     _write_tables(team_dir, team, records)
-    shutil.rmtree(dirs[".work"], ignore_errors=True)
+    shutil.rmtree(dirs[".incoming"], ignore_errors=True)
     return [records[case]["record"] for case, _ in cases if case in records]
 
 
 def _run_one(backend: Backend, sampler: ResourceSampler, case: str, input_image: Path,
-             dirs: dict[str, Path], *, timeout_s: float | None, tolerance_mib: float,
-             period_s: float, log_cap_bytes: int) -> dict[str, Any]:
-    work = dirs[".work"] / case
-    inputs, outputs = _stage(input_image, work)
+             dirs: dict[str, Path], work: Path, *, timeout_s: float | None, tolerance_mib: float,
+             period_s: float, log_cap_bytes: int, limits: OutputLimits) -> dict[str, Any]:
+    inputs, outputs = stage_case(input_image, work, limits)
     started = dt.datetime.now(dt.timezone.utc)
     execution = backend.run_case(inputs, outputs, timeout_s=timeout_s, sampler=sampler,
                                  name=case)
     finished = dt.datetime.now(dt.timezone.utc)
-    status, message, valid = _classify(execution, outputs, case, input_image)
+    status, message, valid = _classify(execution, outputs, case, input_image,
+                                       dirs[".incoming"] / f"{case}.nii.gz", limits)
     prediction = dirs["predictions"] / f"{case}.nii.gz"
     if valid is not None:
         os.replace(valid, prediction)
@@ -356,7 +384,6 @@ def _run_one(backend: Backend, sampler: ResourceSampler, case: str, input_image:
         "record": record,
     }
     atomic_write_text(dirs["efficiency"] / f"{case}_0000.json", json.dumps(document))
-    shutil.rmtree(work, ignore_errors=True)  # root-owned leftovers must not stop the run
     return document
 
 
@@ -370,8 +397,10 @@ def _progress(enabled: bool | Callable[[int, str], None], total: int
     if not enabled:
         yield lambda n, text: None
         return
+    from rich.markup import escape
     from rich.progress import Progress
 
     with Progress(*Progress.get_default_columns(), "{task.fields[last]}") as bar:
         task = bar.add_task("cases", total=total, last="")
-        yield lambda n, text: bar.update(task, advance=n, last=text)
+        # Case names and statuses are shown as they are, never read as rich markup.
+        yield lambda n, text: bar.update(task, advance=n, last=escape(text))

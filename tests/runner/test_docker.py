@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import time
+
 import pandas as pd
 import pytest
 
@@ -37,7 +40,7 @@ def test_every_outcome_in_fresh_containers(docker_client, busybox_image, tmp_pat
     assert by_case["crash"]["exit_code"] == 3 and not by_case["crash"]["oom_killed"]
     assert by_case["readonly"]["exit_code"] == 9  # the input mount is read-only
     assert 3 <= by_case["hang"]["time_s"] < 10
-    assert "found ['wrongname_0000.nii.gz']" in by_case["wrongname"]["message"]
+    assert "found 1 entry (wrongname_0000.nii.gz)" in by_case["wrongname"]["message"]
     team = tmp_path / "out" / "bb"
     assert (team / "predictions" / "ok1.nii.gz").read_bytes() == (
         inputs / "ok1_0000.nii.gz").read_bytes()
@@ -89,9 +92,10 @@ def test_a_tarball_that_is_not_an_image_is_refused(docker_client, tmp_path):
 def test_a_container_left_by_a_killed_run_is_removed_on_resume(docker_client, busybox_image,
                                                               tmp_path, make_inputs):
     from flare_eval.runner.docker_backend import WORK_LABEL
+    from flare_eval.runner.intake import case_folder
 
     inputs = make_inputs(["ok1"])
-    work = tmp_path / "out" / "t" / ".work" / "ok1"
+    work = case_folder(tmp_path / "out" / "t", "ok1")
     # what a SIGKILLed runner leaves: the case's container, still running
     docker_client.containers.run(busybox_image, ["sleep", "30"], detach=True,
                                  labels={CONTAINER_LABEL: "1", WORK_LABEL: str(work.resolve())})
@@ -101,3 +105,30 @@ def test_a_container_left_by_a_killed_run_is_removed_on_resume(docker_client, bu
                              progress=False)
     assert records[0]["status"] == "ok"
     assert _leftovers(docker_client) == []
+
+
+def test_a_container_past_its_deadline_is_removed_by_any_later_run(docker_client, busybox_image,
+                                                                   tmp_path, make_inputs):
+    from flare_eval.runner.docker_backend import DEADLINE_LABEL, remove_expired
+
+    # what a runner SIGKILLed mid-case leaves: its container, running, with a deadline passed
+    # (one second ago) and another one still ahead (in an hour), e.g. another run's case
+    past = docker_client.containers.run(
+        busybox_image, ["sleep", "300"], detach=True,
+        labels={CONTAINER_LABEL: "1", DEADLINE_LABEL: f"{time.time() - 1:.0f}"})
+    ahead = docker_client.containers.run(
+        busybox_image, ["sleep", "300"], detach=True,
+        labels={CONTAINER_LABEL: "1", DEADLINE_LABEL: f"{time.time() + 3600:.0f}"})
+    try:
+        records = run_submission(
+            DockerBackend(docker_client, busybox_image, DockerOptions(memory="32m", shm_size="8m")),
+            make_inputs(["ok1"]), tmp_path / "out", team="other", timeout_s=10, progress=False)
+        assert records[0]["status"] == "ok"
+        assert [c.id for c in _leftovers(docker_client)] == [ahead.id]
+        # 'flare-eval run --cleanup' calls the same function: an hour later 'ahead' goes too
+        assert remove_expired(docker_client, now=time.time() + 7200) == [ahead.name]
+        assert _leftovers(docker_client) == []
+    finally:
+        for container in (past, ahead):
+            with contextlib.suppress(Exception):
+                container.remove(force=True)

@@ -119,6 +119,8 @@ def test_local_backend_without_bwrap_says_so(tmp_path, submission, monkeypatch):
 def test_a_killed_run_loses_only_the_case_in_flight(bwrap, tmp_path, make_inputs, submission):
     import psutil
 
+    from flare_eval.runner.intake import case_folder
+
     inputs = make_inputs(["crash", "hang", "ok1"])  # run in this order
     out = tmp_path / "res"
     argv = [sys.executable, "-m", "flare_eval", "run", "--backend", "local", "--submission",
@@ -127,7 +129,8 @@ def test_a_killed_run_loses_only_the_case_in_flight(bwrap, tmp_path, make_inputs
     runner = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     record = out / "t" / "efficiency" / "crash_0000.json"
     deadline = time.monotonic() + 30
-    while not (record.exists() and (out / "t" / ".work" / "hang").exists()):
+    staging = case_folder(out / "t", "hang")
+    while not (record.exists() and staging.exists()):
         assert time.monotonic() < deadline and runner.poll() is None
         time.sleep(0.05)
     time.sleep(0.3)  # 'hang' is now sleeping inside its sandbox
@@ -136,7 +139,7 @@ def test_a_killed_run_loses_only_the_case_in_flight(bwrap, tmp_path, make_inputs
     time.sleep(0.3)
     # --die-with-parent took the sandbox down with the runner: nothing of ours still runs
     left = [p.pid for p in psutil.process_iter(["cmdline"])
-            if any(str(out) in part for part in (p.info["cmdline"] or []))]
+            if any(str(staging) in part for part in (p.info["cmdline"] or []))]
     assert left == []
     assert not (out / "t" / "efficiency" / "hang_0000.json").exists()
     before = record.read_text()
