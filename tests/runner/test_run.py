@@ -71,7 +71,7 @@ def test_statuses_layout_and_tables(tmp_path, make_inputs, submission, FakeNVML)
         "wrongname": "no_output",
     }
     messages = {r["case"]: r["message"] for r in records}
-    assert "found ['wrongname_0000.nii.gz']" in messages["wrongname"]
+    assert "found 1 entry (wrongname_0000.nii.gz)" in messages["wrongname"]
     assert "shape (3, 3, 3), the input has (4, 5, 6)" in messages["badshape"]
     assert "not a readable label volume" in messages["garbage"]
     assert "exited with 3" in messages["crash"]
@@ -83,7 +83,7 @@ def test_statuses_layout_and_tables(tmp_path, make_inputs, submission, FakeNVML)
         "ok1.nii.gz", "ok2.nii.gz", "oomkept.nii.gz"]
     assert (team / "predictions" / "ok1.nii.gz").read_bytes() == (
         inputs / "ok1_0000.nii.gz").read_bytes()
-    assert not (team / ".work").exists()
+    assert not (team / ".work").exists() and not (team / ".incoming").exists()
 
     runs = pd.read_csv(team / "runs.csv")
     assert list(runs.columns) == list(RUNS_COLUMNS)
