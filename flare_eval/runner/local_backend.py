@@ -22,6 +22,7 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -33,8 +34,46 @@ from flare_eval.runner.sampler import ResourceSampler
 
 __all__ = ["LocalBackend"]
 
-# Host folders the sandbox does not show: replaced by fresh ones, or the contract's own.
-_HIDDEN = frozenset({"proc", "dev", "sys", "tmp", "run", "workspace"})
+# Host folders the sandbox shows (read-only); everything else of the host stays hidden.
+_SYSTEM = ("bin", "etc", "lib", "lib32", "lib64", "libx32", "sbin", "usr")
+# Files of /etc a root runner could otherwise read (the sandbox keeps root's file ownership).
+_SECRETS = ("etc/shadow", "etc/gshadow", "etc/shadow-", "etc/gshadow-", "etc/sudoers")
+# Variables passed from the runner's environment; all others are dropped.
+_ENV_ALLOWED = ("LANG", "LANGUAGE", "LC_ALL", "LC_CTYPE", "TZ", "OMP_NUM_THREADS",
+                "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+#: uid and gid of the script inside the sandbox (``nobody``).
+NOBODY = 65534
+
+
+#: Most bytes of each stream read back (the tail): gigabytes of output cost no runner memory.
+LOG_TAIL_BYTES = 4 << 20
+
+
+def _tail(stream: Any) -> bytes:
+    size = stream.seek(0, os.SEEK_END)
+    stream.seek(max(0, size - LOG_TAIL_BYTES))
+    data = stream.read()
+    return data if size <= LOG_TAIL_BYTES else (
+        f"[flare-eval: first {size - len(data)} bytes dropped]\n".encode() + data)
+
+
+def _kill_group(proc: subprocess.Popen[bytes]) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass  # the sandbox and everything in it are gone already
+    proc.wait()
+
+
+def _python_prefixes() -> list[str]:
+    """Folders of the active Python outside the system folders (a venv, pyenv, conda)."""
+    found: list[str] = []
+    for prefix in (sys.prefix, sys.base_prefix, os.path.dirname(os.path.realpath(sys.executable))):
+        real = os.path.realpath(prefix)
+        top = Path(real).parts[1] if len(Path(real).parts) > 1 else ""
+        if top not in _SYSTEM and real not in found and os.path.isdir(real):
+            found.append(real)
+    return found
 
 
 class LocalBackend:
@@ -87,26 +126,38 @@ class LocalBackend:
 
     def describe(self) -> dict[str, Any]:
         return {"backend": "local", "submission": str(self.submission), "network": self.network,
-                "gpu_index": self.gpu_index, "command": ["sh", "predict.sh"]}
+                "gpu_index": self.gpu_index, "command": ["sh", "predict.sh"], "uid": NOBODY}
 
     def _sandbox_args(self, inputs_dir: Path, outputs_dir: Path) -> list[str]:
-        args = [self.bwrap, "--die-with-parent", "--unshare-pid", "--unshare-ipc",
-                "--unshare-uts"]
+        args = [self.bwrap, "--die-with-parent", "--unshare-user", "--uid", str(NOBODY),
+                "--gid", str(NOBODY), "--cap-drop", "ALL", "--unshare-pid", "--unshare-ipc",
+                "--unshare-uts", "--clearenv"]
         if self.network == "none":
             args.append("--unshare-net")
-        for entry in sorted(Path("/").iterdir()):
-            if entry.name in _HIDDEN:
-                continue
+        for name in _SYSTEM:
+            entry = Path("/") / name
             if entry.is_symlink():  # merged-/usr systems: /bin -> usr/bin
                 args += ["--symlink", os.readlink(entry), str(entry)]
             elif entry.is_dir():
                 args += ["--ro-bind", str(entry), str(entry)]
+        for secret in _SECRETS:
+            if (Path("/") / secret).exists():
+                args += ["--ro-bind", "/dev/null", f"/{secret}"]
         args += ["--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp", "--tmpfs", "/workspace"]
+        # After the fresh /tmp: a virtual environment under /tmp stays visible.
+        for prefix in _python_prefixes():
+            args += ["--ro-bind", prefix, prefix]
+        env = {"PATH": f"{Path(sys.executable).parent}:/usr/local/bin:/usr/bin:/bin",
+               "HOME": "/tmp", **{k: os.environ[k] for k in _ENV_ALLOWED if k in os.environ}}
+        if sys.prefix != sys.base_prefix:
+            env["VIRTUAL_ENV"] = sys.prefix
         if self.gpu_index is not None:
             for node in self.gpu_nodes:
                 args += ["--dev-bind", str(node), f"/dev/{node.name}"]
-            args += ["--ro-bind", "/sys", "/sys", "--setenv", "CUDA_DEVICE_ORDER", "PCI_BUS_ID",
-                     "--setenv", "CUDA_VISIBLE_DEVICES", str(self.gpu_index)]
+            args += ["--ro-bind", "/sys", "/sys"]
+            env.update(CUDA_DEVICE_ORDER="PCI_BUS_ID", CUDA_VISIBLE_DEVICES=str(self.gpu_index))
+        for key, value in sorted(env.items()):
+            args += ["--setenv", key, value]
         for entry in sorted(self.submission.iterdir()):
             if entry.name not in ("inputs", "outputs"):
                 args += ["--ro-bind", str(entry), f"/workspace/{entry.name}"]
@@ -150,18 +201,15 @@ class LocalBackend:
                     proc.wait(timeout_s)
                 except subprocess.TimeoutExpired:
                     timed_out = True
-                    os.killpg(proc.pid, signal.SIGKILL)
-                    proc.wait()
+                    _kill_group(proc)
                 except BaseException:  # interrupted: leave nothing running behind
-                    os.killpg(proc.pid, signal.SIGKILL)
-                    proc.wait()
+                    _kill_group(proc)
                     raise
             finally:
                 time_s = time.monotonic() - t0
                 samples = sampler.stop()
-            out.seek(0)
-            err.seek(0)
-            stdout, stderr = out.read(), err.read()
+            _kill_group(proc)  # whatever the script left in the background
+            stdout, stderr = _tail(out), _tail(err)
         code = proc.returncode
         exit_code = None if timed_out else (128 - code if code < 0 else code)
         return Execution(exit_code, timed_out, False, time_s, stdout, stderr, samples)
