@@ -50,6 +50,7 @@ from flare_eval.organizer.manifest import (
 from flare_eval.presets import FLARE23, Preset
 from flare_eval.report.results import RANKING_FOLDER
 from flare_eval.runner.docker_backend import DockerOptions
+from flare_eval.runner.intake import OutputLimits
 from flare_eval.scoring.case import LesionOptions
 from flare_eval.typing import StrPath
 
@@ -133,8 +134,8 @@ def _runs_finished(team_dir: Path, cases: list[str]) -> bool:
 
 def _run_team(client: Any, submission: Submission, images_dir: Path, results: Path,
               cases: list[str], *, options: DockerOptions, timeout_s: float | None,
-              gpu_tolerance_mib: float, advance: Callable[[int, str], None]
-              ) -> dict[str, Any]:
+              gpu_tolerance_mib: float, limits: OutputLimits,
+              advance: Callable[[int, str], None]) -> dict[str, Any]:
     """Load and run one team (stage 1); returns its entry of ``status.json``."""
     from flare_eval.runner import DockerBackend, load_image, run_submission
 
@@ -155,7 +156,7 @@ def _run_team(client: Any, submission: Submission, images_dir: Path, results: Pa
     records = run_submission(
         DockerBackend(client, image_id, options), images_dir, results, team=submission.team,
         timeout_s=timeout_s, gpu_index=options.gpu_index, gpu_tolerance_mib=gpu_tolerance_mib,
-        progress=lambda n, text: advance(n, f"{submission.team}: {text}"),
+        limits=limits, progress=lambda n, text: advance(n, f"{submission.team}: {text}"),
     )
     errors = sum(r["status"] == "error" for r in records)
     return {"run": "incomplete" if errors else "done", "image": reference, "image_id": image_id,
@@ -198,6 +199,7 @@ def evaluate(
     preset: Preset = FLARE23,
     lesion_options: LesionOptions = LesionOptions(),
     container: DockerOptions = DockerOptions(),
+    limits: OutputLimits = OutputLimits(),
     n_bootstrap: int = 1000,
     seed: int = 0,
     workers: int = 1,
@@ -226,6 +228,8 @@ def evaluate(
         Scoring and ranking rules.
     container
         Container settings (memory, shared memory, network...); ``gpu_index`` replaces its GPU.
+    limits
+        Bounds of each case's outputs (size, file count, output space; ``docs/security.md``).
     n_bootstrap, seed
         Bootstrap samples of the ranking and their seed.
     workers
@@ -250,7 +254,8 @@ def evaluate(
     InputError
         No tarball, no test case, images and labels that do not pair.
     RunnerError
-        No docker engine answers.
+        No docker engine answers; or, as :class:`~flare_eval.runner.intake.DiskFullError`, the
+        disk filled: the evaluation stopped cleanly and the same call resumes.
     IncompleteRunError
         The engine failed on some cases (status ``error``): everything else is done and kept;
         run again to retry them.  No leaderboard is written.
@@ -272,6 +277,7 @@ def evaluate(
         **score_options.fingerprint(),
         "timeout_s": timeout_s,
         "container": dataclasses.asdict(options),
+        "output_limits": dataclasses.asdict(limits),
         "n_bootstrap": n_bootstrap,
         "seed": seed,
     }
@@ -303,7 +309,7 @@ def evaluate(
             teams[submission.team].update(_run_team(
                 client, submission, images, results, cases, options=options,
                 timeout_s=timeout_s, gpu_tolerance_mib=preset.gpu_tolerance_mib,
-                advance=advance))
+                limits=limits, advance=advance))
             save("run")
         _score_all(teams, results, labels, score_options, workers=workers, executor=executor,
                    n_cases=len(cases), report=report)
