@@ -42,9 +42,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--image", metavar="IMAGE_OR_TARBALL", default=None,
                    help="docker save tarball or image name (docker backend)")
-    p.add_argument("--inputs", required=True, type=Path, metavar="DIR",
-                   help="folder of <id>_0000.nii.gz images")
-    p.add_argument("--out", required=True, type=Path, metavar="DIR", help="results root folder")
+    p.add_argument("--inputs", type=Path, metavar="DIR",
+                   help="folder of <id>_0000.nii.gz images (required unless --cleanup)")
+    p.add_argument("--out", type=Path, metavar="DIR",
+                   help="results root folder (required unless --cleanup)")
     p.add_argument("--team", default=None,
                    help="team name (default: the tarball's or submission folder's name, as evaluate names teams)")
     p.add_argument("--gpu", type=int, default=None, metavar="INDEX",
@@ -67,6 +68,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--retry-failed", action="store_true",
                    help="re-run cases recorded with any status but ok")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--cleanup", action="store_true",
+                   help="only remove containers of killed runs that are past their deadline "
+                   "(timeout + 60 s), then exit; see docs/security.md")
     p.set_defaults(handler=run)
 
 
@@ -78,14 +82,31 @@ def _default_team(source: str) -> str:
     return name.split(":")[0]
 
 
+def _last_lines(path: Path, n: int = 3) -> list[str]:
+    """The last ``n`` non-blank lines of a log (none if it is missing), ``ascii()``-safe."""
+    try:
+        lines = [line for line in path.read_text(errors="replace").splitlines() if line.strip()]
+    except OSError:
+        return []
+    return [ascii(line)[1:-1][:200] for line in lines[-n:]]
+
+
 def run(args: argparse.Namespace) -> int:
     import sys
     import warnings
 
     from flare_eval.errors import ConfigError
     from flare_eval.runner import (DockerBackend, DockerOptions, LocalBackend, connect, load_image,
-                                   run_submission)
+                                   remove_expired, run_submission)
 
+    if args.cleanup:
+        removed = remove_expired(connect())
+        print(f"flare-eval run: removed {len(removed)} container(s) past their deadline"
+              + (f": {', '.join(removed)}" if removed else ""), file=sys.stderr)
+        return EXIT_OK
+    for name in ("inputs", "out"):
+        if getattr(args, name) is None:
+            raise ConfigError(f"--{name} is required (unless --cleanup)")
     if args.backend == "local":
         if args.submission is None:
             raise ConfigError("--backend local needs --submission DIR (a folder with predict.sh)")
@@ -117,4 +138,7 @@ def run(args: argparse.Namespace) -> int:
           f"{args.out / team}", file=sys.stderr)
     for r in failed:
         print(f"  {r['case']}: {r['status']}: {r['message']}", file=sys.stderr)
+        # What a participant needs first (a missing module, a traceback's last line).
+        for line in _last_lines(args.out / team / "logs" / f"{r['case']}.stderr.txt"):
+            print(f"    | {line}", file=sys.stderr)
     return EXIT_PARTIAL if failed else EXIT_OK

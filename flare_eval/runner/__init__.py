@@ -8,7 +8,13 @@ loads neither docker nor NVML: those are imported when a backend or sampler is u
 
 from __future__ import annotations
 
-from flare_eval.runner.docker_backend import DockerBackend, DockerOptions, connect, load_image
+from flare_eval.runner.docker_backend import (
+    DockerBackend,
+    DockerOptions,
+    connect,
+    load_image,
+    remove_expired,
+)
 from flare_eval.runner.efficiency import (
     EFFICIENCY_COLUMNS,
     OFFICIAL_PERIOD_S,
@@ -20,6 +26,7 @@ from flare_eval.runner.efficiency import (
     trapezoid_auc,
 )
 from flare_eval.runner.execution import Backend, Execution
+from flare_eval.runner.intake import DiskFullError, OutputLimits
 from flare_eval.runner.local_backend import LocalBackend
 from flare_eval.runner.run import (
     INPUT_SUFFIX,
@@ -39,6 +46,7 @@ from flare_eval.runner.sampler import (
 __all__ = [
     "Backend",
     "DockerBackend",
+    "DiskFullError",
     "DockerOptions",
     "EFFICIENCY_COLUMNS",
     "Execution",
@@ -46,6 +54,7 @@ __all__ = [
     "INPUT_SUFFIX",
     "LocalBackend",
     "OFFICIAL_PERIOD_S",
+    "OutputLimits",
     "RUNS_COLUMNS",
     "RUN_STATUSES",
     "ResourceSampler",
@@ -59,6 +68,7 @@ __all__ = [
     "max_memory",
     "official_auc",
     "process_tree_pids",
+    "remove_expired",
     "run_submission",
     "tolerance_auc",
     "trapezoid_auc",

@@ -24,6 +24,9 @@ def test_run_local_exit_codes_and_outputs(tmp_path, make_inputs, submission, cap
     assert main(argv) == EXIT_PARTIAL
     err = capsys.readouterr().err
     assert "1/2 cases ok" in err and "crash: crash: predict.sh exited with 3" in err
+    # the submission's own last stderr line, under its case, without opening the logs
+    assert "crash: crash: predict.sh exited with 3; expected crash.nii.gz" in err
+    assert "\n    | boom on crash\n" in err
     # the team defaults to the submission folder's name
     runs = pd.read_csv(tmp_path / "res" / "submission" / "runs.csv")
     assert list(runs["status"]) == ["crash", "ok"]
@@ -33,10 +36,12 @@ def test_run_local_exit_codes_and_outputs(tmp_path, make_inputs, submission, cap
 
 @pytest.mark.parametrize(
     "extra, message",
-    [(["--backend", "local"], "needs --submission"), ([], "needs --image")],
+    [(["--backend", "local"], "needs --submission"), ([], "needs --image"),
+     (["--inputs", "."], "--out is required (unless --cleanup)")],
 )
 def test_run_argument_errors(tmp_path, extra, message, capsys):
-    code = main(["run", "--inputs", str(tmp_path), "--out", str(tmp_path / "o"), *extra])
+    paths = [] if "--inputs" in extra else ["--inputs", str(tmp_path), "--out", str(tmp_path / "o")]
+    code = main(["run", *paths, *extra])
     assert code == EXIT_USAGE
     assert message in capsys.readouterr().err
 

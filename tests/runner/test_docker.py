@@ -18,8 +18,9 @@ pytest.importorskip("psutil")
 pytestmark = pytest.mark.docker
 
 
-def _leftovers(client) -> list:
-    return client.containers.list(all=True, filters={"label": CONTAINER_LABEL})
+def _leftovers(client, image: str) -> list:
+    # Only this session's image: other test runs may share the engine.
+    return client.containers.list(all=True, filters={"label": CONTAINER_LABEL, "ancestor": image})
 
 
 @pytest.mark.slow
@@ -48,7 +49,7 @@ def test_every_outcome_in_fresh_containers(docker_client, busybox_image, tmp_pat
     assert (team / "logs" / "ok1.stdout.txt").read_text() == "running ok1\n"
     eff = pd.read_csv(team / "bb_Efficiency.csv")
     assert list(eff["Name"]) == sorted(f"{c}_0000.nii.gz" for c in cases)
-    assert _leftovers(docker_client) == []
+    assert _leftovers(docker_client, busybox_image) == []
 
     # resume: nothing left to run, so no container is even created
     again = run_submission(backend, inputs, tmp_path / "out", team="bb", timeout_s=3,
@@ -67,7 +68,7 @@ def test_a_container_that_cannot_start_is_removed(docker_client, busybox_image, 
     with ResourceSampler(None) as sampler:
         execution = backend.run_case(inputs, outputs, timeout_s=10, sampler=sampler, name="ok1")
     assert execution.error is not None and "/no/such/program" in execution.error
-    assert _leftovers(docker_client) == []
+    assert _leftovers(docker_client, busybox_image) == []
 
 
 def test_load_image_from_a_saved_tarball(docker_client, busybox_image, tmp_path):
@@ -79,14 +80,14 @@ def test_load_image_from_a_saved_tarball(docker_client, busybox_image, tmp_path)
     assert load_image(docker_client, busybox_image) == busybox_image
 
 
-def test_a_tarball_that_is_not_an_image_is_refused(docker_client, tmp_path):
+def test_a_tarball_that_is_not_an_image_is_refused(docker_client, busybox_image, tmp_path):
     bogus = tmp_path / "team.tar.gz"
     bogus.write_bytes(b"this is not a docker save tarball\n" * 100)
     with pytest.raises(RunnerError, match="could not load it as a docker image"):
         load_image(docker_client, str(bogus))
     with pytest.raises(RunnerError, match="neither an existing file nor an image"):
         load_image(docker_client, "flare-eval-no-such-image:latest")
-    assert _leftovers(docker_client) == []
+    assert _leftovers(docker_client, busybox_image) == []
 
 
 def test_a_container_left_by_a_killed_run_is_removed_on_resume(docker_client, busybox_image,
@@ -104,7 +105,7 @@ def test_a_container_left_by_a_killed_run_is_removed_on_resume(docker_client, bu
     records = run_submission(backend, inputs, tmp_path / "out", team="t", timeout_s=10,
                              progress=False)
     assert records[0]["status"] == "ok"
-    assert _leftovers(docker_client) == []
+    assert _leftovers(docker_client, busybox_image) == []
 
 
 def test_a_container_past_its_deadline_is_removed_by_any_later_run(docker_client, busybox_image,
@@ -124,10 +125,10 @@ def test_a_container_past_its_deadline_is_removed_by_any_later_run(docker_client
             DockerBackend(docker_client, busybox_image, DockerOptions(memory="32m", shm_size="8m")),
             make_inputs(["ok1"]), tmp_path / "out", team="other", timeout_s=10, progress=False)
         assert records[0]["status"] == "ok"
-        assert [c.id for c in _leftovers(docker_client)] == [ahead.id]
+        assert [c.id for c in _leftovers(docker_client, busybox_image)] == [ahead.id]
         # 'flare-eval run --cleanup' calls the same function: an hour later 'ahead' goes too
         assert remove_expired(docker_client, now=time.time() + 7200) == [ahead.name]
-        assert _leftovers(docker_client) == []
+        assert _leftovers(docker_client, busybox_image) == []
     finally:
         for container in (past, ahead):
             with contextlib.suppress(Exception):
