@@ -80,9 +80,9 @@ class DockerOptions:
     pids_limit
         Most processes and threads in the container.
     log_bytes
-        Most bytes of the container's log the engine keeps (``json-file`` ``max-size``, one
-        file): a submission printing gigabytes costs neither disk nor runner memory; the tail
-        is kept.
+        Most bytes of the container's log the engine keeps (``local`` log driver, two files
+        of half this size): a submission printing gigabytes costs neither disk nor runner
+        memory; the tail is kept.
     command
         Command run in the image's working directory.
     labels
@@ -231,8 +231,10 @@ class DockerBackend:
             security_opt=["no-new-privileges"],
             pids_limit=o.pids_limit,
             device_requests=devices,
-            log_config=LogConfig(type="json-file",
-                                 config={"max-size": str(o.log_bytes), "max-file": "1"}),
+            # The 'local' driver costs a third of 'json-file' per line (50 MB of short lines:
+            # 5 s against 13 s here); two uncompressed files of half the cap each.
+            log_config=LogConfig(type="local", config={
+                "max-size": str(max(o.log_bytes // 2, 4096)), "max-file": "2", "compress": "false"}),
             labels={CONTAINER_LABEL: "1", "flare-eval.case": name, WORK_LABEL: _work_key(inputs_dir),
                     **deadline, **o.labels},
             detach=True,

@@ -317,6 +317,12 @@ def run_submission(
         return status is not None and status != "error" and (status == "ok" or not retry_failed)
 
     todo = [(case, path) for case, path in cases if not finished(case)]
+    for case, _ in cases:
+        # A run killed between a case's record and its clean-up left its staging folder
+        # (and output tmpfs) behind; finished cases are not staged again, so release them here.
+        work = case_folder(team_dir, case)
+        if work.exists():
+            release_case(work)
     with ResourceSampler(gpu_index, period_s=period_s, per_process=per_process_gpu,
                          nvml=nvml) as sampler, _progress(progress, len(cases)) as advance:
         advance(len(cases) - len(todo), "resumed")

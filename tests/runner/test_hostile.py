@@ -228,7 +228,7 @@ def test_every_attack_gets_its_exact_status(hostile):
     snoop = runs["snoop"]["exit_code"].tolist()
     assert snoop == [41, 9]  # one input visible; the input mount is read-only
     assert int(runs["bomb"]["exit_code"].tolist()[1]) == 137
-    assert runs["bomb"]["oom_killed"].tolist()[1] == "True"
+    assert str(runs["bomb"]["oom_killed"].tolist()[1]) == "True"
     assert runs["probe"]["exit_code"].tolist() == [51, 51]  # loopback only, nothing got out
     # the stdout flood is capped: 1 MiB tail kept per stream (the run's default)
     log = results / "noisy" / "logs" / f"{hostile['cases'][0]}.stdout.txt"
