@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 from pathlib import Path
@@ -161,3 +162,47 @@ def test_bad_arguments(tmp_path, make_inputs, submission):
         run_submission(ScriptedBackend(submission), tmp_path / "nope", tmp_path / "o", team="t")
     with pytest.raises(ConfigError, match="plain folder name"):
         run_submission(ScriptedBackend(submission), make_inputs(["ok1"]), tmp_path, team="../x")
+
+
+class LoudBackend(ScriptedBackend):
+    """The scripted run, printing 300 kB to stdout per case (kept whole in its log)."""
+
+    def run_case(self, inputs_dir, outputs_dir, *, timeout_s, sampler, name):
+        done = super().run_case(inputs_dir, outputs_dir, timeout_s=timeout_s, sampler=sampler,
+                                name=name)
+        return dataclasses.replace(done, stdout=b"x" * 300_000)
+
+
+def test_a_full_disk_stops_the_run_once_and_it_resumes(tmp_path, make_inputs, submission):
+    import os
+    import subprocess
+
+    from flare_eval.runner import DiskFullError
+    from tests.conftest import skip_or_fail
+
+    out = tmp_path / "small"
+    out.mkdir()
+    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs",
+                                            str(out)]).returncode != 0:
+        skip_or_fail("a small tmpfs for the results needs root (mount)")
+    try:
+        inputs = make_inputs(["ok1", "ok2", "ok3", "ok4", "ok5"])
+        first = LoudBackend(submission)
+        # 300 kB of log per case on a 1 MiB disk: the fourth case cannot be recorded
+        with pytest.raises(DiskFullError) as info:
+            run_submission(first, inputs, out, team="t", progress=False)
+        message = info.value.message
+        assert f"no space left on the device of {out / 't'}" in message
+        assert "MiB free, at least" in message and "MiB more needed" in message
+        assert "run the same command again" in info.value.hint
+        recorded = sorted(p.name for p in (out / "t" / "efficiency").glob("*.json"))
+        assert recorded == ["ok1_0000.json", "ok2_0000.json", "ok3_0000.json"]
+        for name in recorded:  # whole records only
+            json.loads((out / "t" / "efficiency" / name).read_text())
+        subprocess.run(["mount", "-o", "remount,size=16m", str(out)], check=True)
+        second = LoudBackend(submission)
+        records = run_submission(second, inputs, out, team="t", progress=False)
+        assert second.ran == ["ok4", "ok5"]  # the finished cases were kept, not run again
+        assert [r["status"] for r in records] == ["ok"] * 5
+    finally:
+        subprocess.run(["umount", "-l", str(out)])
