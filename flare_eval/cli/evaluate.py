@@ -77,13 +77,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _print_summary(console: Console, result: Evaluation) -> None:
+    from rich.markup import escape
     from rich.table import Table
 
     board = Table(title="leaderboard")
     for column in ("rank", "team", "mean_rank"):
         board.add_column(column, justify="left" if column == "team" else "right")
     for row in result.leaderboard.itertuples(index=False):
-        board.add_row(str(row.rank), str(row.team), f"{row.mean_rank:.3f}")
+        board.add_row(str(row.rank), escape(str(row.team)), f"{row.mean_rank:.3f}")
     console.print(board)
     if result.failures.empty:
         console.print("no failures: every team ran and was scored on every case")
@@ -93,8 +94,9 @@ def _print_summary(console: Console, result: Evaluation) -> None:
             failures.add_column(column)
         counts = result.failures.groupby(["team", "stage", "status"], sort=True)["case"]
         for (team, stage, status), cases in counts:
-            failures.add_row(str(team), str(stage), str(status),
-                             ", ".join(str(c) for c in cases if c) or "(all)")
+            # Team and case names are shown as they are, never read as rich markup.
+            failures.add_row(escape(str(team)), str(stage), str(status),
+                             escape(", ".join(str(c) for c in cases if c)) or "(all)")
         console.print(failures)
     console.print(f"report: {result.report}")
 
@@ -105,6 +107,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     import warnings
 
     from rich.console import Console
+    from rich.markup import escape
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from flare_eval.cli.progress import scheduler_executor
@@ -126,7 +129,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
                 return
             if stage not in tasks:
                 tasks[stage] = bar.add_task("", total=total, stage=stage)
-            bar.update(tasks[stage], completed=done, total=total, description=text)
+            bar.update(tasks[stage], completed=done, total=total, description=escape(text))
 
         stack.enter_context(warnings.catch_warnings())
         # One plain line per warning (no GPU, no NVML...) instead of a source location.

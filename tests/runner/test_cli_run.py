@@ -56,3 +56,22 @@ def test_default_team_is_the_file_stem_as_evaluate_names_it(source, team):
     from flare_eval.cli.run import _default_team
 
     assert _default_team(source) == team
+
+
+def test_names_with_square_brackets_are_printed_as_they_are():
+    import io
+    from pathlib import Path
+
+    from rich.console import Console
+
+    from flare_eval.cli.evaluate import _print_summary
+    from flare_eval.organizer import Evaluation
+
+    board = pd.DataFrame({"rank": [1], "team": ["[red]t[/red]"], "mean_rank": [1.0]})
+    failures = pd.DataFrame({"team": ["[b]x"], "case": ["c[1]"], "stage": ["run"],
+                             "status": ["crash"], "message": ["m"]})
+    console = Console(file=io.StringIO(), width=200)
+    _print_summary(console, Evaluation(Path("."), board, failures, Path("report.html")))
+    text = console.file.getvalue()
+    # rich would read these as markup and print 't', 'x' and 'c' only
+    assert "[red]t[/red]" in text and "[b]x" in text and "c[1]" in text
