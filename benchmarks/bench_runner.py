@@ -8,6 +8,8 @@
    wait, logs, remove, output check, records) against the official ``docker container run
    --rm`` through the CLI. Needs a docker engine (``DOCKER_HOST``) and busybox; skipped
    with a message otherwise.
+3. ``--stdout-mb N``: one case printing N MB of short lines to stdout: the runner's wall time
+   and peak memory (a child process's ``ru_maxrss``), and the size of the kept log.
 """
 
 from __future__ import annotations
@@ -85,7 +87,7 @@ def _image(client) -> str:
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w") as tar:
         tar.add(shutil.which("busybox"), arcname="bin/busybox")
-        for applet in ("sh", "ls", "cp", "sleep"):
+        for applet in ("sh", "ls", "cp", "sleep", "yes", "head"):
             link = tarfile.TarInfo(f"bin/{applet}")
             link.type, link.linkname = tarfile.SYMTYPE, "busybox"
             tar.addfile(link)
@@ -158,12 +160,54 @@ def _official_run(image: str, case: Path, root: Path, *extra: str) -> float:
     return time.monotonic() - t0
 
 
+_LOUD_RUN = """
+import sys, time
+from pathlib import Path
+from flare_eval.runner import DockerBackend, DockerOptions, connect, run_submission
+client = connect()
+backend = DockerBackend(client, sys.argv[1], DockerOptions(memory="256m", shm_size="8m",
+                        command=("sh", "-c", sys.argv[2])))
+t0 = time.monotonic()
+records = run_submission(backend, Path(sys.argv[3]), Path(sys.argv[4]), team="loud", progress=False)
+print(records[0]["status"], time.monotonic() - t0)
+"""
+
+
+def bench_stdout(megabytes: int) -> None:
+    """Wall time and peak memory of the runner on a case printing ``megabytes`` MB."""
+    import resource
+
+    import docker
+    import nibabel as nib
+
+    client = docker.from_env()
+    image = _image(client)
+    script = f"yes 0123456789abcdefghijklmnopqrstuvwxyz | head -c {megabytes * 1_000_000}"
+    with tempfile.TemporaryDirectory() as tmp:
+        inputs = Path(tmp) / "inputs"
+        inputs.mkdir()
+        nib.save(nib.Nifti1Image(np.zeros((8, 8, 8), np.uint8), np.eye(4)),
+                 inputs / "case0_0000.nii.gz")
+        done = subprocess.run([sys.executable, "-c", _LOUD_RUN, image, script, str(inputs),
+                               str(Path(tmp) / "out")], capture_output=True, text=True)
+        peak_mib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+        log = Path(tmp) / "out" / "loud" / "logs" / "case0.stdout.txt"
+        kept = log.stat().st_size if log.exists() else 0
+    client.images.remove(image, force=True)
+    print(f"{megabytes} MB on stdout: status and runner seconds {done.stdout.strip() or done.stderr[-300:]}; "
+          f"runner peak RSS {peak_mib:.0f} MiB; log kept {kept / 2**20:.2f} MiB")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cases", type=int, default=5)
+    parser.add_argument("--stdout-mb", type=int, default=0,
+                        help="also time a case printing this many MB (0: skip)")
     args = parser.parse_args()
     bench_sampler()
     bench_docker(args.cases)
+    if args.stdout_mb:
+        bench_stdout(args.stdout_mb)
     return 0
 
 
