@@ -98,15 +98,19 @@ def _neighbour_codes(padded: NDArray[np.uint8], reversed_axes: bool) -> NDArray[
     ``padded`` has one zero slab on each side; the result has one position less per axis.  The
     bit of each neighbour follows DeepMind's kernel on the *stored* axis order (a, b, c):
     ``128 >> (4a + 2b + c)``; ``reversed_axes`` says the array is the stored one transposed.
+
+    The shift ``7 - (4a + 2b + c) = 4(1 - a) + 2(1 - b) + (1 - c)`` is a sum over axes, so the
+    code is built one axis at a time (``(x[o=0] << w) | x[o=1]``): six passes instead of sixteen.
     """
-    n0, n1, n2 = (s - 1 for s in padded.shape)
-    code = np.zeros((n0, n1, n2), dtype=np.uint8)
-    for o0 in (0, 1):
-        for o1 in (0, 1):
-            for o2 in (0, 1):
-                a, b, c = (o2, o1, o0) if reversed_axes else (o0, o1, o2)
-                shift = 7 - (4 * a + 2 * b + c)
-                code |= padded[o0 : o0 + n0, o1 : o1 + n1, o2 : o2 + n2] << np.uint8(shift)
+    weights = (1, 2, 4) if reversed_axes else (4, 2, 1)
+    code = padded
+    for axis in (2, 1, 0):
+        first = [slice(None)] * 3
+        second = [slice(None)] * 3
+        first[axis], second[axis] = slice(None, -1), slice(1, None)
+        shifted = code[tuple(first)] << np.uint8(weights[axis])
+        shifted |= code[tuple(second)]
+        code = shifted
     return code
 
 
@@ -117,8 +121,11 @@ def _surfels(
     padded = np.zeros(tuple(s + 2 for s in mask.shape), dtype=np.uint8)
     padded[1:-1, 1:-1, 1:-1] = mask
     code = _neighbour_codes(padded, reversed_axes)
-    border = (code != 0) & (code != 255)
-    return border, np.argwhere(border), table[code[border]]
+    border = (code - np.uint8(1)) < 254  # neither 0 nor 255 (0 - 1 wraps to 255)
+    # flatnonzero and unravel_index: the same C-ordered positions as argwhere, ~3x faster
+    where = np.flatnonzero(border)
+    positions = np.stack(np.unravel_index(where, border.shape), axis=1)
+    return border, positions, table[code.ravel()[where]]
 
 
 def _exact_distance(delta: NDArray[np.intp], spacing_view: NDArray[np.float64],
