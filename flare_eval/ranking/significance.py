@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Literal
 import numpy as np
 from numpy.typing import NDArray
 from scipy.special import ndtr
+from scipy.stats import norm
 from scipy.stats import rankdata
 
 from flare_eval.errors import ConfigError
@@ -91,7 +92,9 @@ def wilcoxon_better_p(values: FloatArray) -> FloatArray:
     # a better than b: differences a - b tend negative (alternative "less");
     # b better than a: alternative "greater" on the same statistic
     p_a_better = np.where(empty, 1.0, ndtr((r_plus - mu + 0.5) / sigma))
-    p_b_better = np.where(empty, 1.0, 1.0 - ndtr((r_plus - mu - 0.5) / sigma))
+    # the upper tail through the survival function: 1 - ndtr(z) is 0.0 beyond z ~ 8.3,
+    # where R (and norm.sf) still give e.g. 7.2e-35
+    p_b_better = np.where(empty, 1.0, norm.sf((r_plus - mu - 0.5) / sigma))
     p[a, b] = p_a_better
     p[b, a] = p_b_better
     return p
@@ -140,7 +143,8 @@ def significant_wins(
     values
         Shape (n_cases, n_teams), lower is better, NaN where missing.
     alpha
-        Significance level of the adjusted p-values (strict ``<``).
+        Significance level of the adjusted p-values; ``p <= alpha`` counts as significant,
+        as in challengeR (``decision.challenge``), so ``p == alpha`` is a win.
     p_adjust
         ``"holm"`` over the K(K-1) ordered pairs, or ``"none"``.
 
@@ -150,7 +154,7 @@ def significant_wins(
         Shape (n_teams,), integer counts (challengeR's test-then-rank score times K-1).
     """
     p = _adjusted(wilcoxon_better_p(values), p_adjust)
-    return np.sum(p < alpha, axis=1)
+    return np.sum(p <= alpha, axis=1)
 
 
 def pairwise_significance(
@@ -179,7 +183,7 @@ def pairwise_significance(
         Columns ``metric, team, other, p_value, p_holm, significant``: one row per metric and
         ordered pair; ``p_value`` is that of "``team`` is better than ``other``" (higher for
         DSC/NSD, lower for runtime/GPU), ``p_holm`` the adjusted one (equal to ``p_value``
-        with ``p_adjust="none"``), ``significant`` is ``p_holm < alpha``.
+        with ``p_adjust="none"``), ``significant`` is ``p_holm <= alpha`` (challengeR's rule).
 
     Notes
     -----
@@ -203,6 +207,6 @@ def pairwise_significance(
             "other": np.asarray(data.teams, dtype=object)[b],
             "p_value": p[a, b],
             "p_holm": adjusted[a, b],
-            "significant": adjusted[a, b] < alpha,
+            "significant": adjusted[a, b] <= alpha,
         }))
     return pd.concat(frames, ignore_index=True)

@@ -12,9 +12,10 @@ import pytest
 from flare_eval.metrics.flare import flare_round, score_case
 from flare_eval.phantoms import make_phantom, simulate_prediction
 from flare_eval.presets import FLARE23
+from tests.conftest import require_module
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
-pytest.importorskip("surface_distance")
+require_module("surface_distance")
 from official_flare23 import official_case  # noqa: E402
 
 ISO = (1.0, 1.0, 1.0)

@@ -13,6 +13,7 @@ from flare_eval.errors import ConfigError, InputError
 
 from flare_eval.metrics import lesions
 from flare_eval.metrics.lesions import lesion_metrics
+from tests.conftest import require_module
 
 UNIT = (1.0, 1.0, 1.0)
 
@@ -302,7 +303,7 @@ def test_overlap_mode_prefers_more_matches_to_one_greedy_best_pair():
 
 
 def _panoptica(ref: np.ndarray, pred: np.ndarray, spacing_mm):
-    panoptica = pytest.importorskip("panoptica")
+    panoptica = require_module("panoptica")
     panoptica.disable_citation_reminder()
     evaluator = panoptica.Panoptica_Evaluator(
         expected_input=panoptica.InputType.SEMANTIC,

@@ -36,9 +36,9 @@ from flare_eval.cli.main import main
 from flare_eval.io import read_label, write_label
 from flare_eval.phantoms import simulate_prediction, write_phantom_set
 from flare_eval.runner.docker_backend import CONTAINER_LABEL
-from tests.conftest import skip_or_fail
+from tests.conftest import require_module, skip_or_fail
 
-pytest.importorskip("psutil")  # the runner's sampler
+require_module("psutil")  # the runner's sampler
 pytest.importorskip("matplotlib")  # the report
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 

@@ -21,7 +21,7 @@ from flare_eval.scoring.case import score_files
 from tests.conftest import skip_or_fail
 
 pytest.importorskip("torch")
-pytest.importorskip("psutil")
+require_module("psutil")
 
 import offline_image  # noqa: E402  (reference_models/cascade, on sys.path through conftest.py)
 from flare_eval.runner import DockerBackend, DockerOptions, run_submission  # noqa: E402

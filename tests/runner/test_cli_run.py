@@ -9,10 +9,10 @@ import pytest
 
 from flare_eval.cli.main import main
 from flare_eval.errors import EXIT_OK, EXIT_PARTIAL, EXIT_USAGE
-from tests.conftest import skip_or_fail
+from tests.conftest import require_module, skip_or_fail
 
 # The sampler reads CPU and RAM through psutil (the "runner" extra).
-pytest.importorskip("psutil")
+require_module("psutil")
 
 
 def test_run_local_exit_codes_and_outputs(tmp_path, make_inputs, submission, capsys):

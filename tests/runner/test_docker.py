@@ -11,9 +11,10 @@ import pytest
 from flare_eval.errors import RunnerError
 from flare_eval.runner import DockerBackend, DockerOptions, ResourceSampler, load_image, run_submission
 from flare_eval.runner.docker_backend import CONTAINER_LABEL
+from tests.conftest import require_module
 
 # The sampler reads CPU and RAM through psutil (the "runner" extra).
-pytest.importorskip("psutil")
+require_module("psutil")
 
 pytestmark = pytest.mark.docker
 

@@ -14,10 +14,10 @@ import pytest
 
 from flare_eval.errors import RunnerError
 from flare_eval.runner import LocalBackend, ResourceSampler, run_submission
-from tests.conftest import skip_or_fail
+from tests.conftest import require_module, skip_or_fail
 
 # The sampler reads CPU and RAM through psutil (the "runner" extra).
-pytest.importorskip("psutil")
+require_module("psutil")
 
 
 @pytest.fixture

@@ -12,9 +12,10 @@ import pytest
 
 from flare_eval.errors import ConfigError, InputError
 from flare_eval.runner import EFFICIENCY_COLUMNS, RUNS_COLUMNS, Execution, run_submission
+from tests.conftest import require_module
 
 # The sampler reads CPU and RAM through psutil (the "runner" extra).
-pytest.importorskip("psutil")
+require_module("psutil")
 
 
 class ScriptedBackend:

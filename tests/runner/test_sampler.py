@@ -11,9 +11,10 @@ import pytest
 from flare_eval.errors import RunnerError
 from flare_eval.runner.efficiency import tolerance_auc
 from flare_eval.runner.sampler import GpuUnavailableWarning, ResourceSampler
+from tests.conftest import require_module
 
 # The sampler reads CPU and RAM through psutil (the "runner" extra).
-pytest.importorskip("psutil")
+require_module("psutil")
 
 
 def _sample_for(sampler: ResourceSampler, seconds: float):

@@ -13,8 +13,9 @@ import pytest
 
 from flare_eval.cli.main import main
 from flare_eval.phantoms import write_phantom_set
+from tests.conftest import require_module
 
-pytest.importorskip("distributed")
+require_module("distributed")
 pytestmark = [pytest.mark.dask, pytest.mark.slow]
 
 

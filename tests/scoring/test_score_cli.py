@@ -17,9 +17,10 @@ from flare_eval.errors import EXIT_INPUT, EXIT_OK, EXIT_PARTIAL, EXIT_USAGE
 from flare_eval.io import read_label
 from flare_eval.phantoms import write_phantom_set
 from flare_eval.presets import FLARE23
+from tests.conftest import require_module
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
-pytest.importorskip("surface_distance")
+require_module("surface_distance")
 from official_flare23 import official_files  # noqa: E402
 
 OFFICIAL_KEYS = (
