@@ -66,7 +66,8 @@ class RankingMetric:
 
     name: str
     higher_is_better: bool
-    #: Values better than this count as this value (ties): FLARE23 runtimes under 15 s.
+    #: Values better than this count as this value (ties).  The ``runtime`` criterion of a
+    #: :class:`Preset` always gets the preset's ``runtime_tolerance_s`` here (one place).
     floor: float | None = None
 
 
@@ -148,13 +149,26 @@ class Preset:
             RankingMetric("organ_nsd", True),
             RankingMetric("lesion_dsc", True),
             RankingMetric("lesion_nsd", True),
-            RankingMetric("runtime", False, floor=15.0),
+            # floor: set from runtime_tolerance_s in __post_init__
+            RankingMetric("runtime", False),
             RankingMetric("gpu_auc", False),
         )
     )
     tie_method: Literal["min", "average", "max", "dense", "first"] = "min"
 
     def __post_init__(self) -> None:
+        # The runtime floor is runtime_tolerance_s, defined once: overriding the tolerance
+        # (``--runtime-tolerance 0`` removes it) moves the ranking and the report's line alike.
+        floor = self.runtime_tolerance_s if self.runtime_tolerance_s > 0 else None
+        object.__setattr__(self, "ranking_metrics", tuple(
+            dataclasses.replace(m, floor=floor) if m.name == "runtime" else m
+            for m in self.ranking_metrics
+        ))
+        if self.runtime_tolerance_s < 0 or self.gpu_tolerance_mib < 0:
+            raise ConfigError(
+                f"preset {self.name!r}: runtime_tolerance_s and gpu_tolerance_mib must be >= 0, "
+                f"got {self.runtime_tolerance_s} and {self.gpu_tolerance_mib}"
+            )
         labels = [c.label for c in self.classes]
         if len(set(labels)) != len(labels) or any(not 0 < v < 256 for v in labels):
             raise ConfigError(
@@ -200,19 +214,20 @@ class Preset:
         raise ConfigError(f"label {label} is not in preset {self.name!r} (labels {self.labels})")
 
     def with_overrides(self, **overrides: Any) -> Preset:
-        """A copy with some items replaced; ``None`` values leave an item as it is.
+        """A copy with the given items replaced (``None`` is a value: ``lesion_label=None``).
 
         Examples
         --------
         >>> FLARE23.with_overrides(nsd_dsc_threshold=0.2).nsd_dsc_threshold
         0.2
+        >>> FLARE23.with_overrides(lesion_label=None).lesion_label is None
+        True
         """
         known = {f.name for f in dataclasses.fields(self)}
         unknown = sorted(set(overrides) - known)
         if unknown:
             raise ConfigError(f"unknown preset item(s) {unknown}; known: {sorted(known)}")
-        changes = {k: v for k, v in overrides.items() if v is not None}
-        return dataclasses.replace(self, **changes) if changes else self
+        return dataclasses.replace(self, **overrides) if overrides else self
 
     def describe(self) -> dict[str, Any]:
         """The preset as plain data, for recording next to every output."""

@@ -70,6 +70,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of the bootstrap draws")
     p.add_argument("--preset", default="flare23", choices=sorted(PRESETS),
                    help="scoring and ranking rules")
+    from flare_eval.cli.score import add_scoring_options
+
+    add_scoring_options(p)
     p.add_argument("--memory", default="28g", help="container memory limit, swap included")
     p.add_argument("--shm-size", default="28g", help="container /dev/shm size")
     p.add_argument("--no-progress", action="store_true", help="no progress display")
@@ -111,11 +114,12 @@ def run_evaluate(args: argparse.Namespace) -> int:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from flare_eval.cli.progress import scheduler_executor
+    from flare_eval.cli.score import scoring_options
     from flare_eval.organizer import evaluate
-    from flare_eval.presets import get_preset
     from flare_eval.runner import DockerOptions
 
     console = Console(stderr=True)
+    preset, lesions = scoring_options(args, args.preset)
     columns = (TextColumn("{task.fields[stage]:<8}"), BarColumn(), MofNCompleteColumn(),
                TimeElapsedColumn(), TextColumn("{task.description}"))
     tasks: dict[str, Any] = {}
@@ -137,7 +141,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
             f"flare-eval evaluate: warning: {message}")
         result = evaluate(
             args.submissions, args.images, args.labels, args.out, timeout_s=args.timeout,
-            gpu_index=args.gpu, preset=get_preset(args.preset),
+            gpu_index=args.gpu, preset=preset, lesion_options=lesions,
             container=DockerOptions(memory=args.memory, shm_size=args.shm_size),
             n_bootstrap=args.bootstrap, seed=args.seed, workers=args.workers, executor=executor,
             progress=progress,

@@ -23,7 +23,23 @@ cases.csv) and optionally its 'flare-eval run' outputs (runs.csv), or a tidy CSV
 with columns team, case, metric, value.
 
 Writes into OUT: ranking_table.csv, case_ranks.csv, leaderboard.csv, bootstrap_kendall.csv,
-bootstrap_ranks.csv, bootstrap_summary.csv, significance.csv, ranking.json."""
+bootstrap_ranks.csv, bootstrap_summary.csv, bootstrap_kendall_by_metric.csv (per-metric taus),
+metric_ranks.csv (each metric ranked alone, challengeR's per-task ranking), significance.csv,
+ranking.json; with --challenger-csv FILE also the table in challengeR's long format
+(task, case, algorithm, value) for a cross-check in R.
+
+Teams scored with different options (run.json: NSD threshold, lesion options...) are refused
+unless --allow-mixed-options."""
+
+
+def _na_treat(text: str) -> float | str:
+    """``worst``, ``drop`` or a number (argparse type of ``--na-treat``)."""
+    if text in ("worst", "drop"):
+        return text
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected worst, drop or a number, got {text!r}") from None
 
 
 def register(subparsers: Any) -> None:
@@ -59,7 +75,19 @@ def register(subparsers: Any) -> None:
                         help="rank a case drawn m times as one block, as challengeR does "
                              "(inflates instability; for comparison with published results)")
     parser.add_argument("--alpha", type=float, default=0.05,
-                        help="significance level of the Holm-adjusted Wilcoxon tests")
+                        help="significance level of the Wilcoxon tests (p <= alpha, as challengeR)")
+    parser.add_argument("--p-adjust", default="holm", choices=["holm", "none"],
+                        help="adjustment of the Wilcoxon p-values over the K(K-1) ordered pairs")
+    parser.add_argument("--na-treat", type=_na_treat, default="worst", metavar="worst|drop|NUMBER",
+                        help="aggregate-then-rank: a missing value is the metric's worst value, "
+                             "dropped (na.rm), or this number (challengeR's na.treat)")
+    parser.add_argument("--runtime-tolerance", type=float, default=None, metavar="SECONDS",
+                        help="runtimes under this tie (preset: 15; 0 removes the floor)")
+    parser.add_argument("--allow-mixed-options", action="store_true",
+                        help="rank teams scored with different options instead of refusing")
+    parser.add_argument("--challenger-csv", default=None, metavar="FILE",
+                        help="also write the table as challengeR's long table "
+                             "task, case, algorithm, value")
     parser.set_defaults(handler=run_rank)
 
 
@@ -97,10 +125,15 @@ def run_rank(args: argparse.Namespace) -> int:
     from flare_eval.presets import get_preset
     from flare_eval.ranking.pipeline import rank_results
 
+    preset = get_preset(args.preset)
+    if args.runtime_tolerance is not None:
+        preset = preset.with_overrides(runtime_tolerance_s=args.runtime_tolerance)
     outputs = rank_results(
-        args.results, args.out, preset=get_preset(args.preset), scheme=args.scheme,
+        args.results, args.out, preset=preset, scheme=args.scheme,
         ties=args.ties, aggregate=args.aggregate, alpha=args.alpha, n_bootstrap=args.bootstrap,
-        seed=args.seed, challenger_compat=args.challenger_compat,
+        seed=args.seed, challenger_compat=args.challenger_compat, p_adjust=args.p_adjust,
+        allow_mixed_options=args.allow_mixed_options, challenger_csv=args.challenger_csv,
+        na_treat=args.na_treat,
     )
     for message in outputs.warnings:
         print(f"flare-eval rank: warning: {message}", file=sys.stderr)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from flare_eval.errors import EXIT_OK, EXIT_PARTIAL
 
-__all__ = ["register"]
+__all__ = ["register", "add_scoring_options", "scoring_options"]
 
 DESCRIPTION = """\
 Score every reference case: per-class DSC and NSD exactly as the official FLARE23 scorer
@@ -34,7 +34,6 @@ example:
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     from flare_eval.cli.main import HelpFormatter
-    from flare_eval.cli.parser import iou_threshold
 
     p = subparsers.add_parser(
         "score", help="score predictions against references (DSC, NSD, HD95, lesions)",
@@ -47,17 +46,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--scheduler", metavar="ADDRESS", default=None,
                    help="dask.distributed scheduler (tcp://HOST:PORT) to score on instead of local processes")
     p.add_argument("--preset", default="flare23", help="scoring rules")
-    p.add_argument("--nsd-dsc-threshold", type=float, default=None, metavar="T",
-                   help="NSD is 0 when DSC < T (preset: 0.1, the FLARE23 rule; 0.2 from March 2024)")
-    p.add_argument("--single-slice", choices=("keep", "nan"), default=None,
-                   help="aorta/IVC/esophagus reference on one slice (the official code crashes): "
-                   "keep = score that slice, nan = report NaN (preset: keep)")
-    p.add_argument("--lesion-connectivity", type=int, choices=(6, 18, 26), default=26,
-                   help="voxel connectivity of lesion instances")
-    p.add_argument("--lesion-iou", type=iou_threshold, default=0.5, metavar="T",
-                   help="a predicted lesion matches a reference lesion when IoU > T")
-    p.add_argument("--lesion-match", choices=("iou", "overlap"), default="iou",
-                   help="match by IoU, or count any overlap as a detection")
+    add_scoring_options(p)
     p.add_argument("--strict", action="store_true",
                    help="stop at the first missing or unreadable file instead of scoring it as failed")
     p.add_argument("--parquet", action="store_true",
@@ -67,26 +56,62 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=run)
 
 
+def add_scoring_options(p: argparse.ArgumentParser) -> None:
+    """The options that change a score, shared by ``score`` and ``evaluate``.
+
+    Their defaults are None: unset, the preset's rule and :class:`LesionOptions`' defaults
+    apply (one place for each default).
+    """
+    from flare_eval.cli.parser import iou_threshold
+
+    p.add_argument("--nsd-dsc-threshold", type=float, default=None, metavar="T",
+                   help="NSD is 0 when DSC < T (preset: 0.1, the FLARE23 rule; 0.2 from March 2024)")
+    p.add_argument("--single-slice", choices=("keep", "nan"), default=None,
+                   help="aorta/IVC/esophagus reference on one slice (the official code crashes): "
+                   "keep = score that slice, nan = report NaN (preset: keep)")
+    p.add_argument("--lesion-connectivity", type=int, choices=(6, 18, 26), default=None,
+                   help="voxel connectivity of lesion instances (default 26)")
+    p.add_argument("--lesion-iou", type=iou_threshold, default=None, metavar="T",
+                   help="a predicted lesion matches a reference lesion when IoU > T, 0 <= T < 1 "
+                        "(default 0.5)")
+    p.add_argument("--lesion-match", choices=("iou", "overlap"), default=None,
+                   help="match by IoU, or count any overlap as a detection (default iou)")
+
+
+def scoring_options(args: argparse.Namespace, preset_name: str):
+    """The preset with the command line's overrides and the lesion options, checked before
+    anything is written (a refused option must not leave a resume cache behind; ``--lesion-iou``
+    is checked by its argparse type).
+
+    Raises
+    ------
+    ConfigError
+        A preset item out of range.
+    """
+    from flare_eval.presets import get_preset
+    from flare_eval.scoring.case import LesionOptions
+
+    overrides = {"nsd_dsc_threshold": args.nsd_dsc_threshold, "single_slice_z_crop": args.single_slice}
+    preset = get_preset(preset_name).with_overrides(
+        **{k: v for k, v in overrides.items() if v is not None})
+    lesion = {"connectivity": args.lesion_connectivity, "iou_threshold": args.lesion_iou,
+              "match": args.lesion_match}
+    return preset, LesionOptions(**{k: v for k, v in lesion.items() if v is not None})
+
+
 def run(args: argparse.Namespace) -> int:
     import json
 
     from rich.console import Console
+    from rich.markup import escape
     from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeRemainingColumn
 
     from flare_eval.cli.progress import lazy_progress, scheduler_executor
-    from flare_eval.presets import get_preset
     from flare_eval.scoring.batch import ScoreOptions, clear_cache, score_folders
-    from flare_eval.scoring.case import LesionOptions
 
     console = Console(stderr=True)
-    preset = get_preset(args.preset).with_overrides(
-        nsd_dsc_threshold=args.nsd_dsc_threshold, single_slice_z_crop=args.single_slice
-    )
-    options = ScoreOptions(
-        preset=preset,
-        lesions=LesionOptions(args.lesion_connectivity, args.lesion_iou, args.lesion_match),
-        strict=args.strict,
-    )
+    preset, lesions = scoring_options(args, args.preset)
+    options = ScoreOptions(preset=preset, lesions=lesions, strict=args.strict)
     if args.overwrite:
         clear_cache(args.out)
     columns = (TextColumn("scoring"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
@@ -102,7 +127,12 @@ def run(args: argparse.Namespace) -> int:
             executor=executor, progress=progress, parquet=args.parquet,
         )
     for record in result.failed:
-        console.print(f"[yellow]warning[/]: {record.case}: {record.status}: {record.message}")
+        console.print(f"[yellow]warning[/]: {escape(f'{record.case}: {record.status}: {record.message}')}")
+    # scored cases with a note (affine mismatch, labels outside the map): the README promises
+    # a warning on the console, not only in cases.csv
+    for record in result.records:
+        if record.status == "ok" and record.message:
+            console.print(f"[yellow]warning[/]: {escape(f'{record.case}: {record.message}')}")
     s = result.summary
     console.print(
         f"{len(result.records)} cases ({result.reused} reused from an earlier run), "

@@ -117,6 +117,28 @@ class LabelBoxes:
         return whole[::-1] if self.reversed_axes else whole
 
 
+def _as_labels(data: NDArray, argument: str) -> NDArray:
+    """``data`` if it is a uint8 label map; other dtypes must hold whole numbers in 0..255.
+
+    A plain cast would wrap (int16 257 -> 1, liver) or truncate (1.7 -> 1) silently; files go
+    through :func:`flare_eval.io.read_label`, which applies the official rules and warns.
+    """
+    if data.dtype == np.uint8 or data.dtype == np.bool_:
+        return data
+    if data.dtype.kind not in "iuf":
+        raise InputError(f"score_case: {argument} has unsupported data type {data.dtype}")
+    if data.size and (not np.isfinite(data).all() or not np.array_equal(data, np.trunc(data))
+                      or data.min() < 0 or data.max() > 255):
+        bad = data[~np.isfinite(data) | (data != np.trunc(data)) | (data < 0) | (data > 255)]
+        raise InputError(
+            f"score_case: {argument} ({data.dtype}) holds values that are not labels 0..255, "
+            f"e.g. {np.unique(bad)[:5].tolist()}",
+            hint="read files with flare_eval.io.read_label (official truncation, out-of-map "
+                 "labels as background) or give uint8 arrays",
+        )
+    return data
+
+
 def label_boxes(reference: LabelArray, prediction: LabelArray, *, max_label: int) -> LabelBoxes:
     """Crop two label volumes to their foreground and find every label's box in one pass each.
 
@@ -130,7 +152,7 @@ def label_boxes(reference: LabelArray, prediction: LabelArray, *, max_label: int
     Raises
     ------
     InputError
-        When the shapes differ or the volumes are not 3D.
+        When the shapes differ, the volumes are not 3D or hold values that are not labels.
     """
     if reference.shape != prediction.shape:
         raise InputError(
@@ -139,8 +161,8 @@ def label_boxes(reference: LabelArray, prediction: LabelArray, *, max_label: int
         )
     if reference.ndim != 3:
         raise InputError(f"expected 3D label volumes, got shape {reference.shape}")
-    ref = np.asarray(reference)
-    pred = np.asarray(prediction)
+    ref = _as_labels(np.asarray(reference), "reference")
+    pred = _as_labels(np.asarray(prediction), "prediction")
     reversed_axes = ref.flags.f_contiguous and not ref.flags.c_contiguous
     if reversed_axes:
         ref, pred = ref.T, pred.T

@@ -13,7 +13,7 @@ with published results only.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -23,6 +23,7 @@ from flare_eval.errors import ConfigError
 from flare_eval.presets import FLARE23, RankingMetric
 from flare_eval.ranking.schemes import (
     Aggregate,
+    NaTreat,
     Scheme,
     Ties,
     _as_int_if_whole,
@@ -125,6 +126,11 @@ class Bootstrap:
         The seed of the draws.
     challenger_compat
         Whether duplicated cases were ranked jointly (challengeR).
+    metrics
+        Names of the ranked metrics (rows of ``tau_by_metric``).
+    tau_by_metric
+        Per metric, Kendall's tau-b of each sample's ranking of that metric alone (challengeR's
+        per-task stability, Fig. 2c of the FLARE 2023 paper), shape (n_metrics, n_bootstrap).
     """
 
     teams: tuple[str, ...]
@@ -133,6 +139,19 @@ class Bootstrap:
     tau: FloatArray
     seed: int | None
     challenger_compat: bool
+    metrics: tuple[str, ...] = ()
+    tau_by_metric: FloatArray = field(default_factory=lambda: np.empty((0, 0)))
+
+    def kendall_by_metric_table(self) -> pd.DataFrame:
+        """Columns ``metric, sample, tau``: the per-metric taus (samples numbered from 1)."""
+        import pandas as pd
+
+        n_metrics, n_samples = self.tau_by_metric.shape
+        return pd.DataFrame({
+            "metric": np.repeat(np.asarray(self.metrics, dtype=object), n_samples),
+            "sample": np.tile(np.arange(1, n_samples + 1), n_metrics),
+            "tau": self.tau_by_metric.ravel(),
+        })
 
     def kendall_table(self) -> pd.DataFrame:
         """Columns ``sample, tau`` (samples numbered from 1)."""
@@ -178,6 +197,7 @@ def bootstrap_ranking(
     ties: Ties = "min",
     aggregate: Aggregate = "mean",
     challenger_compat: bool = False,
+    na_treat: NaTreat = "worst",
 ) -> Bootstrap:
     """Rank bootstrap samples of the cases and compare each ranking with the full one.
 
@@ -196,6 +216,9 @@ def bootstrap_ranking(
     challenger_compat
         Rank a case drawn m times as one block of m copies (challengeR), see the module
         docstring; needs ``ties="min"`` and a rank-based scheme.
+    na_treat
+        Missing values of ``aggregate-then-rank`` (see
+        :func:`~flare_eval.ranking.schemes.team_scores`).
 
     Returns
     -------
@@ -220,13 +243,20 @@ def bootstrap_ranking(
                           "pair and draw); bootstrap flare or rank-then-aggregate instead")
     data = table if isinstance(table, RankingData) else ranking_data(table, metrics)
     ranks = case_ranks(data, ties=ties)
-    full_score, _ = team_scores(data, np.ones((1, len(data.cases))), scheme=scheme, ties=ties,
-                                aggregate=aggregate, ranks=ranks)
+    full_score, full_metric = team_scores(data, np.ones((1, len(data.cases))), scheme=scheme,
+                                          ties=ties, aggregate=aggregate, ranks=ranks,
+                                          na_treat=na_treat)
     full_rank = rank_with_missing(full_score[0], ties=ties)
     weights = draw_counts(len(data.cases), n_bootstrap, seed=seed)
-    score, _ = team_scores(data, weights, scheme=scheme, ties=ties, aggregate=aggregate,
-                           ranks=ranks, challenger_compat=challenger_compat)
+    score, per_metric = team_scores(data, weights, scheme=scheme, ties=ties, aggregate=aggregate,
+                                    ranks=ranks, challenger_compat=challenger_compat,
+                                    na_treat=na_treat)
     sample_ranks = rank_with_missing(score, ties=ties)
+    tau_by_metric = np.stack([
+        kendall_tau_b(rank_with_missing(full_metric[m, 0], ties=ties),
+                      rank_with_missing(per_metric[m], ties=ties))
+        for m in range(len(data.metrics))
+    ])
     return Bootstrap(
         teams=data.teams,
         full_rank=full_rank,
@@ -234,4 +264,6 @@ def bootstrap_ranking(
         tau=kendall_tau_b(full_rank, sample_ranks),
         seed=seed,
         challenger_compat=challenger_compat,
+        metrics=tuple(m.name for m in data.metrics),
+        tau_by_metric=tau_by_metric,
     )

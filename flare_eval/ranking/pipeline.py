@@ -24,7 +24,29 @@ from flare_eval.ranking.significance import pairwise_significance
 from flare_eval.ranking.table import ranking_data, read_ranking_table
 from flare_eval.typing import StrPath
 
-__all__ = ["RankOutputs", "rank_results"]
+__all__ = ["RankOutputs", "rank_results", "challenger_long_table"]
+
+
+def challenger_long_table(table: pd.DataFrame) -> pd.DataFrame:
+    """The ranking table in challengeR's long format: ``task, case, algorithm, value``.
+
+    Every (metric, case, team) of the table's cube is a row, a missing value an empty cell,
+    so ``as.challenge(data, by="task", algorithm="algorithm", case="case", value="value",
+    smallBetter=...)`` sees the same missing values as flare-eval.
+
+    Examples
+    --------
+    >>> t = pd.DataFrame({"team": ["a", "b"], "case": ["c1", "c1"], "metric": ["organ_dsc"] * 2,
+    ...                   "value": [0.9, 0.8]})
+    >>> challenger_long_table(t).to_dict("records")[0]
+    {'task': 'organ_dsc', 'case': 'c1', 'algorithm': 'a', 'value': 0.9}
+    """
+    full = pd.MultiIndex.from_product(
+        [sorted(table["metric"].unique()), sorted(table["case"].unique()),
+         sorted(table["team"].unique())], names=["task", "case", "algorithm"])
+    values = table.set_index(["metric", "case", "team"])["value"]
+    values.index = values.index.set_names(["task", "case", "algorithm"])
+    return values.reindex(full).reset_index()
 
 
 @dataclass(frozen=True)
@@ -56,10 +78,16 @@ def rank_results(
     n_bootstrap: int = 1000,
     seed: int = 0,
     challenger_compat: bool = False,
+    p_adjust: str = "holm",
+    allow_mixed_options: bool = False,
+    challenger_csv: StrPath | None = None,
+    na_treat: float | str = "worst",
 ) -> RankOutputs:
     """Rank, bootstrap, test, and write ``ranking_table.csv``, ``case_ranks.csv``,
     ``leaderboard.csv``, ``bootstrap_kendall.csv``, ``bootstrap_ranks.csv``,
-    ``bootstrap_summary.csv``, ``significance.csv`` and ``ranking.json`` into ``out_dir``.
+    ``bootstrap_summary.csv``, ``significance.csv``, ``metric_ranks.csv`` (challengeR's
+    per-task ranking: each metric ranked on its own by ``scheme``),
+    ``bootstrap_kendall_by_metric.csv`` and ``ranking.json`` into ``out_dir``.
 
     Parameters
     ----------
@@ -73,6 +101,18 @@ def rank_results(
         See :func:`~flare_eval.ranking.rank_teams`; ``ties=None`` takes the preset's.
     n_bootstrap, seed, challenger_compat
         See :func:`~flare_eval.ranking.bootstrap_ranking`; 0 samples skips the bootstrap.
+    p_adjust
+        ``"holm"`` or ``"none"``: the adjustment of the Wilcoxon p-values (significance and
+        test-then-rank).
+    allow_mixed_options
+        Rank teams scored with different options (see
+        :func:`~flare_eval.ranking.table_from_results`) instead of refusing.
+    na_treat
+        Missing values of aggregate-then-rank: a number, ``"worst"`` (default) or ``"drop"``
+        (see :func:`~flare_eval.ranking.schemes.team_scores`).
+    challenger_csv
+        Also write the table in challengeR's long format ``task, case, algorithm, value``
+        (raw values; a missing value as an empty cell) to this file, for a cross-check in R.
 
     Raises
     ------
@@ -90,16 +130,20 @@ def rank_results(
     out = Path(out_dir)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        table = read_ranking_table(results, preset=preset)
+        table = read_ranking_table(results, preset=preset,
+                                   allow_mixed_options=allow_mixed_options)
         data = ranking_data(table, preset.ranking_metrics)
     messages = [str(w.message) for w in caught]
     dropped = [m.name for m in preset.ranking_metrics if m not in data.metrics]
-    ranking = rank_teams(data, scheme=scheme, ties=ties, aggregate=aggregate, alpha=alpha)
+    ranking = rank_teams(data, scheme=scheme, ties=ties, aggregate=aggregate, alpha=alpha,
+                         p_adjust=p_adjust, na_treat=na_treat)
     boot = None
     if n_bootstrap:
         boot = bootstrap_ranking(data, n_bootstrap=n_bootstrap, seed=seed, scheme=scheme,
-                                 ties=ties, aggregate=aggregate, challenger_compat=challenger_compat)
-    significance = pairwise_significance(table, metrics=data.metrics, alpha=alpha)
+                                 ties=ties, aggregate=aggregate, challenger_compat=challenger_compat,
+                                 na_treat=na_treat)
+    significance = pairwise_significance(table, metrics=data.metrics, alpha=alpha,
+                                         p_adjust=p_adjust)
     leaderboard = ranking.leaderboard()
     write_table(table, out / "ranking_table.csv")
     write_table(ranking.case_ranks(), out / "case_ranks.csv")
@@ -108,6 +152,10 @@ def rank_results(
         write_table(boot.kendall_table(), out / "bootstrap_kendall.csv")
         write_table(boot.ranks_table(), out / "bootstrap_ranks.csv")
         write_table(boot.summary(), out / "bootstrap_summary.csv")
+        write_table(boot.kendall_by_metric_table(), out / "bootstrap_kendall_by_metric.csv")
+    write_table(ranking.metric_ranks(), out / "metric_ranks.csv")
+    if challenger_csv is not None:
+        write_table(challenger_long_table(table), Path(challenger_csv))
     write_table(significance, out / "significance.csv")
     outputs = RankOutputs(leaderboard, boot, messages, out)
     from flare_eval import __version__
@@ -115,6 +163,7 @@ def rank_results(
     record = {
         "scheme": scheme,
         "aggregate": aggregate,
+        "na_treat": na_treat,
         "ties": ties,
         "preset": preset.name,
         "metrics": [{"name": m.name, "higher_is_better": m.higher_is_better, "floor": m.floor}
@@ -124,9 +173,12 @@ def rank_results(
         "n_bootstrap": n_bootstrap,
         "challenger_compat": challenger_compat,
         "alpha": alpha,
+        "p_adjust": p_adjust,
         "significance": "one-sided paired Wilcoxon signed-rank, normal approximation with "
-                        "continuity correction, zero differences dropped, Holm over the "
-                        "K(K-1) ordered pairs of each metric",
+                        "continuity correction, zero differences dropped, "
+                        + ("Holm over the K(K-1) ordered pairs of each metric"
+                           if p_adjust == "holm" else "no adjustment")
+                        + "; significant when p <= alpha (challengeR)",
         "missing_values": "a missing value takes the worst rank of its case (max + 1)",
         "n_teams": len(data.teams),
         "n_cases": len(data.cases),

@@ -53,6 +53,8 @@ __all__ = [
 Scheme = Literal["flare", "rank-then-aggregate", "aggregate-then-rank", "test-then-rank"]
 Ties = Literal["min", "average", "max", "dense", "first"]
 Aggregate = Literal["mean", "median"]
+#: challengeR's ``na.treat`` of aggregate-then-rank: a number, the worst value, or dropped.
+NaTreat = float | Literal["worst", "drop"]
 
 SCHEMES: tuple[str, ...] = ("flare", "rank-then-aggregate", "aggregate-then-rank", "test-then-rank")
 #: R's ``rank(ties.method=...)`` names; ``first`` is scipy's ``ordinal``.
@@ -123,25 +125,46 @@ def case_ranks(data: RankingData, *, ties: Ties = "min") -> FloatArray:
 
 
 def _weighted_median(values: FloatArray, weights: FloatArray) -> FloatArray:
-    """Median of each team's values with cases repeated ``weights`` times (R's ``median``).
+    """Median of each team's present values with cases repeated ``weights`` times (R's
+    ``median(na.rm=TRUE)``).
 
     ``values`` (n_cases, n_teams), ``weights`` (n_draws, n_cases) integer counts; returns
-    (n_draws, n_teams), NaN where a drawn case is missing.
+    (n_draws, n_teams), NaN where a team has no drawn present value.
     """
     n_draws = weights.shape[0]
-    total = weights.sum(axis=1)
-    out = np.empty((n_draws, values.shape[1]))
-    # R's median of n values: the value at position (n+1)/2, or the mean of n/2 and n/2+1
-    low_pos = np.floor((total + 1) / 2)[:, None]
-    high_pos = np.ceil((total + 1) / 2)[:, None]
+    out = np.full((n_draws, values.shape[1]), np.nan)
     for k in range(values.shape[1]):
         order = np.argsort(values[:, k], kind="stable")  # NaN sorts last
         column = values[order, k]
-        cumulative = np.cumsum(weights[:, order], axis=1)
+        w = weights[:, order] * ~np.isnan(column)[None, :]
+        total = w.sum(axis=1)
+        # R's median of n values: the value at position (n+1)/2, or the mean of n/2 and n/2+1
+        low_pos = np.floor((total + 1) / 2)[:, None]
+        high_pos = np.ceil((total + 1) / 2)[:, None]
+        cumulative = np.cumsum(w, axis=1)
         low = column[(cumulative >= low_pos).argmax(axis=1)]
         high = column[(cumulative >= high_pos).argmax(axis=1)]
-        out[:, k] = (low + high) / 2
+        out[:, k] = np.where(total > 0, (low + high) / 2, np.nan)
     return out
+
+
+def _treat_missing(data: RankingData, na_treat: NaTreat) -> FloatArray:
+    """Oriented values with missing values replaced as ``na_treat`` says (see
+    :func:`team_scores`); cases absent for every team stay NaN."""
+    if na_treat == "drop":
+        return data.oriented()
+    values = data.values.copy()
+    all_absent = np.isnan(values).all(axis=2, keepdims=True)
+    for m, metric in enumerate(data.metrics):
+        if na_treat == "worst":
+            fill = np.nanmin(values[m]) if metric.higher_is_better else np.nanmax(values[m])
+        elif isinstance(na_treat, (int, float)) and not isinstance(na_treat, bool):
+            fill = float(na_treat)
+        else:
+            raise ConfigError(f"na_treat must be a number, 'worst' or 'drop', got {na_treat!r}")
+        values[m] = np.where(np.isnan(values[m]), fill, values[m])
+    values = np.where(all_absent, np.nan, values)
+    return RankingData(data.teams, data.cases, data.metrics, values).oriented()
 
 
 def team_scores(
@@ -154,6 +177,8 @@ def team_scores(
     alpha: float = 0.05,
     ranks: FloatArray | None = None,
     challenger_compat: bool = False,
+    p_adjust: Literal["holm", "none"] = "holm",
+    na_treat: NaTreat = "worst",
 ) -> tuple[FloatArray, FloatArray]:
     """Each team's score (lower is better) under case weights, and its per-metric criteria.
 
@@ -172,6 +197,14 @@ def team_scores(
         Rank a case drawn m times as challengeR does: its m copies of every team ranked
         jointly in one block (ranks 1, 1+m, 1+2m... under ``min``), which weights a
         duplicated case by m^2 instead of m.  Only ``ties="min"`` and the rank-based schemes.
+    p_adjust
+        Adjustment of the Wilcoxon p-values of ``test-then-rank``.
+    na_treat
+        Missing values of ``aggregate-then-rank`` (challengeR's ``na.treat``): a number
+        replaces them (raw value, before the floor); ``"worst"`` (default) replaces them by the
+        metric's worst value over all teams and cases; ``"drop"`` aggregates the present values
+        only (``na.rm``; a team with none is missing and ranks last).  A case absent for every
+        team carries no information and is left out under every choice.
 
     Returns
     -------
@@ -219,24 +252,28 @@ def team_scores(
         if scheme == "flare":
             return per_metric.sum(axis=0), per_metric
     elif scheme == "aggregate-then-rank":
-        oriented = data.oriented()
+        oriented = _treat_missing(data, na_treat)
         per_metric = np.empty((n_metrics, weights.shape[0], len(data.teams)))
         for m in range(n_metrics):
+            # a case absent for every team is no evidence about anyone: weight 0
+            informative = ~np.isnan(oriented[m]).all(axis=1)
+            w = weights * informative[None, :]
+            present = ~np.isnan(oriented[m])
             if aggregate == "mean":
-                missing = np.isnan(oriented[m])
-                summed = weights @ np.where(missing, 0.0, oriented[m])
-                # a drawn missing value cannot be averaged away: the aggregate is missing
-                summed[(weights @ missing) > 0] = np.nan
-                per_metric[m] = summed / weights.sum(axis=1, keepdims=True)
+                # with "drop" the mean is over the drawn cases the team has (na.rm)
+                counts = w @ present
+                summed = w @ np.where(present, oriented[m], 0.0)
+                per_metric[m] = np.divide(summed, counts, out=np.full(summed.shape, np.nan),
+                                          where=counts > 0)
             else:
-                per_metric[m] = _weighted_median(oriented[m], weights)
+                per_metric[m] = _weighted_median(oriented[m], w)
     else:  # test-then-rank
         if not np.all(weights == 1):
             raise ConfigError("test-then-rank has no bootstrap here (a Wilcoxon test per pair "
                               "and draw); bootstrap a rank-based scheme instead")
         oriented = data.oriented()
         per_metric = np.stack([
-            -significant_wins(oriented[m], alpha=alpha).astype(np.float64)[None, :]
+            -significant_wins(oriented[m], alpha=alpha, p_adjust=p_adjust).astype(np.float64)[None, :]
             for m in range(n_metrics)
         ])
     metric_ranks = rank_with_missing(per_metric, ties=ties)
@@ -263,6 +300,9 @@ class Ranking:
     mean_rank
         ``score`` as a mean: over all case x metric ranks (``flare``) or over the per-metric
         ranks (other schemes).
+    criterion
+        Per metric and team, what that metric's own ranking orders by (lower is better),
+        shape (n_metrics, n_teams); see :meth:`metric_ranks`.
     """
 
     scheme: str
@@ -273,6 +313,25 @@ class Ranking:
     score: FloatArray
     team_rank: FloatArray
     mean_rank: FloatArray
+    criterion: FloatArray
+
+    def metric_ranks(self) -> pd.DataFrame:
+        """challengeR's per-task ranking: columns ``metric, team, criterion, rank``.
+
+        Each metric ranked on its own (ties by ``ties``, a missing criterion last): by its
+        summed case ranks (``flare``, ``rank-then-aggregate``), its signed aggregate value
+        (lower is better) or minus its number of significant wins.
+        """
+        import pandas as pd
+
+        ranks = rank_with_missing(self.criterion, ties=self.ties)  # type: ignore[arg-type]
+        n_metrics, n_teams = ranks.shape
+        return pd.DataFrame({
+            "metric": np.repeat([m.name for m in self.data.metrics], n_teams),
+            "team": np.tile(np.asarray(self.data.teams, dtype=object), n_metrics),
+            "criterion": self.criterion.ravel(),
+            "rank": _as_int_if_whole(ranks.ravel()),
+        })
 
     def leaderboard(self) -> pd.DataFrame:
         """Columns ``rank, team, mean_rank``, then the mean raw value of each metric (over the
@@ -326,6 +385,8 @@ def rank_teams(
     ties: Ties = "min",
     aggregate: Aggregate = "mean",
     alpha: float = 0.05,
+    p_adjust: Literal["holm", "none"] = "holm",
+    na_treat: NaTreat = "worst",
 ) -> Ranking:
     """Rank the teams of a ranking table.
 
@@ -344,7 +405,11 @@ def rank_teams(
     aggregate
         ``"mean"`` or ``"median"``, for ``aggregate-then-rank``.
     alpha
-        Significance level, for ``test-then-rank`` (Holm-adjusted p-values).
+        Significance level, for ``test-then-rank`` (``p <= alpha``, challengeR's rule).
+    p_adjust
+        ``"holm"`` or ``"none"``, for ``test-then-rank``.
+    na_treat
+        Missing values of ``aggregate-then-rank`` (see :func:`team_scores`).
 
     Returns
     -------
@@ -375,8 +440,9 @@ def rank_teams(
     check_options(scheme, ties, aggregate, alpha)
     data = table if isinstance(table, RankingData) else ranking_data(table, metrics)
     ranks = case_ranks(data, ties=ties)
-    score, _ = team_scores(data, np.ones((1, len(data.cases))), scheme=scheme, ties=ties,
-                           aggregate=aggregate, alpha=alpha, ranks=ranks)
+    score, per_metric = team_scores(data, np.ones((1, len(data.cases))), scheme=scheme,
+                                    ties=ties, aggregate=aggregate, alpha=alpha, ranks=ranks,
+                                    p_adjust=p_adjust, na_treat=na_treat)
     score = score[0]
     n_metrics, n_cases = len(data.metrics), len(data.cases)
     mean_rank = score / (n_metrics * n_cases) if scheme == "flare" else score / n_metrics
@@ -389,4 +455,5 @@ def rank_teams(
         score=score,
         team_rank=rank_with_missing(score, ties=ties),
         mean_rank=mean_rank,
+        criterion=per_metric[:, 0, :],
     )

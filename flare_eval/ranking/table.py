@@ -125,7 +125,11 @@ def _read_csv(path: Path) -> pd.DataFrame:
 
 
 def _team_table(folder: Path, preset: Preset) -> tuple[pd.DataFrame, bool]:
-    """The rows of one team folder and whether it had ``runs.csv``."""
+    """The rows of one team folder and whether it had ``runs.csv``.
+
+    ``gpu_auc`` rows of failed runs carry the penalty; those of ok runs without a GPU value
+    (no GPU sampled) are NaN and sorted out over all teams by :func:`_gpu_rule`.
+    """
     import pandas as pd
 
     team = folder.name
@@ -180,16 +184,95 @@ def _team_table(folder: Path, preset: Preset) -> tuple[pd.DataFrame, bool]:
                        preset.failed_gpu_auc_mibs)
         columns["runtime"] = pd.Series(runtime, index=ids.to_numpy())
         columns["gpu_auc"] = pd.Series(gpu, index=ids.to_numpy())
+        failed_runs = set(ids[~ok])
         if ids.duplicated().any():
             raise InputError(f"{runs_path}: case {ids[ids.duplicated()].iloc[0]!r} appears twice")
+    else:
+        failed_runs = set()
     frames = [
-        pd.DataFrame({"team": team, "case": s.index, "metric": metric, "value": s.to_numpy()})
+        pd.DataFrame({"team": team, "case": s.index, "metric": metric, "value": s.to_numpy(),
+                      "failed_run": [metric == "gpu_auc" and c in failed_runs for c in s.index]})
         for metric, s in columns.items()
     ]
     return pd.concat(frames, ignore_index=True), has_runs
 
 
-def table_from_results(results: StrPath, *, preset: Preset = FLARE23) -> pd.DataFrame:
+def _scoring_options(folder: Path) -> dict[str, str]:
+    """The scoring options of a team's ``run.json`` as flat ``key: json value`` pairs."""
+    import json
+
+    path = folder / "run.json"
+    if not path.is_file():
+        return {}
+    try:
+        options = json.loads(path.read_text()).get("options", {})
+    except (OSError, ValueError, AttributeError) as err:
+        raise InputError(f"cannot read scoring options from {path}: {err}") from None
+    flat: dict[str, str] = {}
+
+    def walk(prefix: str, value: object) -> None:
+        if isinstance(value, dict):
+            for k, v in value.items():
+                walk(f"{prefix}.{k}" if prefix else str(k), v)
+        else:
+            flat[prefix] = json.dumps(value)
+
+    walk("", options)
+    # the preset's efficiency and ranking items do not change a score
+    return {k: v for k, v in flat.items() if k.startswith(("preset.", "lesions."))
+            and not k.startswith(("preset.runtime_tolerance_s", "preset.gpu_tolerance_mib",
+                                  "preset.failed_", "preset.ranking_metrics",
+                                  "preset.tie_method"))}
+
+
+def _check_same_options(options: dict[str, dict[str, str]], root: Path) -> None:
+    """Refuse teams scored with different options, naming the first differing option."""
+    scored = {team: o for team, o in options.items() if o}
+    keys = sorted(set().union(*scored.values())) if scored else []
+    for key in keys:
+        values: dict[str, list[str]] = {}
+        for team, o in scored.items():
+            values.setdefault(o.get(key, "(absent)"), []).append(team)
+        if len(values) > 1:
+            found = "; ".join(f"{v} for {teams}" for v, teams in sorted(values.items()))
+            raise InputError(
+                f"{root}: teams were scored with different options: {key} is {found}",
+                hint="score every team with the same options, or pass --allow-mixed-options "
+                     "to rank them anyway",
+            )
+
+
+def _gpu_rule(table: pd.DataFrame) -> tuple[pd.DataFrame, str | None]:
+    """Make a failed run unable to beat an ok run on GPU AUC.
+
+    No ok run of the evaluation has a GPU value (no ``--gpu``, no driver): the criterion is
+    dropped for every team.  Some ok runs lack one: on those cases the failed runs' penalty
+    becomes missing too, so both share the worst rank instead of the failure ranking better.
+    """
+    gpu = table["metric"] == "gpu_auc"
+    if not gpu.any():
+        return table, None
+    # runs.csv of a failed run get the (finite) penalty: NaN here is an unsampled ok run
+    unsampled = gpu & table["value"].isna()
+    sampled_ok = gpu & table["value"].notna() & ~table["failed_run"]
+    if not sampled_ok.any():
+        return (table.loc[~gpu].reset_index(drop=True),
+                "no run of the evaluation has a GPU value (no GPU sampled): gpu_auc is "
+                "dropped from the ranking")
+    if unsampled.any():
+        cases = set(table.loc[unsampled, "case"])
+        blank = gpu & table["failed_run"] & table["case"].isin(cases)
+        table = table.copy()
+        table.loc[blank, "value"] = np.nan
+        return table, (f"{int(unsampled.sum())} ok runs have no GPU value (cases "
+                       f"{sorted(cases)[:5]}): on those cases failed runs' GPU AUC is missing "
+                       "too and they tie at the worst rank")
+    return table, None
+
+
+def table_from_results(
+    results: StrPath, *, preset: Preset = FLARE23, allow_mixed_options: bool = False
+) -> pd.DataFrame:
     """Build the ranking table from a results folder ``RESULTS/<team>/``.
 
     Parameters
@@ -201,6 +284,9 @@ def table_from_results(results: StrPath, *, preset: Preset = FLARE23) -> pd.Data
         ignored.
     preset
         Names the organ and lesion columns and gives the failure penalties.
+    allow_mixed_options
+        Rank teams whose ``run.json`` records different scoring options (NSD threshold,
+        lesion options...) instead of refusing.
 
     Returns
     -------
@@ -213,13 +299,14 @@ def table_from_results(results: StrPath, *, preset: Preset = FLARE23) -> pd.Data
     ------
     InputError
         No team folder, a team with ``runs.csv`` but no ``per_case.csv``, missing columns,
-        a case listed twice.
+        a case listed twice, teams scored with different options (the message names the
+        option) unless ``allow_mixed_options``.
 
     Warns
     -----
     RankingWarning
         Some teams have ``runs.csv`` and others not: those without have no runtime and GPU
-        values, which rank worst in every case.
+        values, which rank worst in every case.  No GPU sampled, or only in part (see below).
 
     Notes
     -----
@@ -229,7 +316,11 @@ def table_from_results(results: StrPath, *, preset: Preset = FLARE23) -> pd.Data
       the case is 0 (the scorer writes 0 already; this enforces it);
     - ``runs.csv`` status other than ``ok``: runtime ``preset.failed_runtime_s`` and GPU AUC
       ``preset.failed_gpu_auc_mibs`` (FLARE22: 3600 s and a full 16 GB GPU for 3600 s);
-    - a case in no row of a team's tables is missing and takes the worst rank of its case.
+    - a case in no row of a team's tables is missing and takes the worst rank of its case;
+    - GPU not sampled: when no ok run of any team has a GPU value, ``gpu_auc`` is dropped
+      (otherwise every ok run would be missing, worst, and the failed runs' finite penalty
+      would rank first); when only some ok runs lack one, the failed runs' GPU AUC on those
+      cases is missing too, so a failed run never ranks better than an ok one.
 
     Case ids are the file names without ``.nii.gz`` and the ``_0000`` channel suffix, so the
     scorer's ``<id>.nii.gz`` and the runner's ``<id>_0000.nii.gz`` meet.  An organ NaN (only a
@@ -242,8 +333,10 @@ def table_from_results(results: StrPath, *, preset: Preset = FLARE23) -> pd.Data
         raise InputError(f"results folder {root} does not exist",
                          hint="give RESULTS/ with one folder per team, or a tidy CSV/Parquet table")
     frames, with_runs, without_runs = [], [], []
+    options: dict[str, dict[str, str]] = {}
     for folder in team_folders(root):
         rows, has_runs = _team_table(folder, preset)
+        options[folder.name] = _scoring_options(folder)
         frames.append(rows)
         (with_runs if has_runs else without_runs).append(folder.name)
     if not frames:
@@ -256,10 +349,17 @@ def table_from_results(results: StrPath, *, preset: Preset = FLARE23) -> pd.Data
             RankingWarning,
             stacklevel=2,
         )
-    return _check_table(pd.concat(frames, ignore_index=True), str(root))
+    if not allow_mixed_options:
+        _check_same_options(options, root)
+    table, gpu_note = _gpu_rule(pd.concat(frames, ignore_index=True))
+    if gpu_note:
+        warnings.warn(gpu_note, RankingWarning, stacklevel=2)
+    return _check_table(table, str(root))
 
 
-def read_ranking_table(source: StrPath, *, preset: Preset = FLARE23) -> pd.DataFrame:
+def read_ranking_table(
+    source: StrPath, *, preset: Preset = FLARE23, allow_mixed_options: bool = False
+) -> pd.DataFrame:
     """Read a ranking table: a tidy ``.csv``/``.parquet`` file or a results folder.
 
     Parameters
@@ -267,8 +367,8 @@ def read_ranking_table(source: StrPath, *, preset: Preset = FLARE23) -> pd.DataF
     source
         A file with columns ``team, case, metric, value`` (extra columns are ignored), or a
         results folder (see :func:`table_from_results`).
-    preset
-        Used for a results folder only.
+    preset, allow_mixed_options
+        Used for a results folder only (see :func:`table_from_results`).
 
     Returns
     -------
@@ -284,7 +384,7 @@ def read_ranking_table(source: StrPath, *, preset: Preset = FLARE23) -> pd.DataF
 
     path = Path(source)
     if path.is_dir():
-        return table_from_results(path, preset=preset)
+        return table_from_results(path, preset=preset, allow_mixed_options=allow_mixed_options)
     if not path.is_file():
         raise InputError(f"ranking input {path} does not exist",
                          hint="give a results folder or a tidy .csv/.parquet table")

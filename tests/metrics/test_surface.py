@@ -10,12 +10,12 @@ from scipy import ndimage
 
 from flare_eval.errors import InputError
 from flare_eval.metrics.surface import (
-from tests.conftest import require_module
     average_surface_distance,
     compute_surface_distances,
     robust_hausdorff,
     surface_dice,
 )
+from tests.conftest import require_module
 
 sd_oracle = require_module("surface_distance")
 

@@ -18,7 +18,7 @@ import pytest
 from flare_eval.phantoms import write_phantom_set
 from flare_eval.presets import FLARE23
 from flare_eval.scoring.case import score_files
-from tests.conftest import skip_or_fail
+from tests.conftest import require_module, skip_or_fail
 
 pytest.importorskip("torch")
 require_module("psutil")
