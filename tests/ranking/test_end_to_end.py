@@ -181,21 +181,21 @@ def test_official_gpu_auc_is_rounded_half_to_even():
 
 def test_holm_is_the_rank_default_and_none_is_selectable(tmp_path):
     # 6 cases, team a better than b by 0.05, 0.10 ... 0.30 (distinct |d|, no ties): one-sided
-    # Wilcoxon n = 6, R+ = 0, mu = 10.5, sigma = sqrt(6*7*13/24) = 4.7697;
-    # p = Phi((0 - 10.5 + 0.5)/4.7697) = 0.018019.  Holm over the 2 ordered pairs: the smaller
-    # p doubled, 0.036038 (the other, 0.989, stays).
+    # Wilcoxon n = 6, R+ = 0, mu = 10.5, sigma = sqrt(6*7*13/24) = 4.76970;
+    # p = Phi((0 - 10.5 + 0.5)/4.76970) = Phi(-2.09657) = 0.018016.  Holm over the 2 ordered
+    # pairs: the smaller p doubled, 0.036032 (the other, 0.989, stays).
     rows = [(t, f"c{c}", "organ_dsc", 0.9 - 0.05 * (c + 1) * (t == "b")) for t in "ab"
             for c in range(6)]
     pd.DataFrame(rows, columns=["team", "case", "metric", "value"]).to_csv(tmp_path / "t.csv",
                                                                            index=False)
     _run([str(tmp_path / "t.csv"), "--out", str(tmp_path / "h"), "--bootstrap", "0"])
     sig = pd.read_csv(tmp_path / "h" / "significance.csv").set_index(["team", "other"])
-    assert sig.loc[("a", "b"), "p_value"] == pytest.approx(0.018019, abs=1e-6)
-    assert sig.loc[("a", "b"), "p_holm"] == pytest.approx(0.036038, abs=1e-6)
+    assert sig.loc[("a", "b"), "p_value"] == pytest.approx(0.018016, abs=1e-6)
+    assert sig.loc[("a", "b"), "p_holm"] == pytest.approx(0.036032, abs=1e-6)
     _run([str(tmp_path / "t.csv"), "--out", str(tmp_path / "n"), "--bootstrap", "0",
           "--p-adjust", "none"])
     sig = pd.read_csv(tmp_path / "n" / "significance.csv").set_index(["team", "other"])
-    assert sig.loc[("a", "b"), "p_holm"] == pytest.approx(0.018019, abs=1e-6)
+    assert sig.loc[("a", "b"), "p_holm"] == pytest.approx(0.018016, abs=1e-6)
     assert json.loads((tmp_path / "n" / "ranking.json").read_text())["p_adjust"] == "none"
 
 
