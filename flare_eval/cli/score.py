@@ -107,13 +107,11 @@ def run(args: argparse.Namespace) -> int:
     from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeRemainingColumn
 
     from flare_eval.cli.progress import lazy_progress, scheduler_executor
-    from flare_eval.scoring.batch import ScoreOptions, clear_cache, score_folders
+    from flare_eval.scoring.batch import ScoreOptions, score_folders
 
     console = Console(stderr=True)
     preset, lesions = scoring_options(args, args.preset)
     options = ScoreOptions(preset=preset, lesions=lesions, strict=args.strict)
-    if args.overwrite:
-        clear_cache(args.out)
     columns = (TextColumn("scoring"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                TextColumn("{task.description}"))
     with scheduler_executor(args.scheduler) as executor, \
@@ -124,7 +122,7 @@ def run(args: argparse.Namespace) -> int:
 
         result = score_folders(
             args.pred, args.gt, args.out, options=options, workers=args.workers,
-            executor=executor, progress=progress, parquet=args.parquet,
+            executor=executor, progress=progress, parquet=args.parquet, overwrite=args.overwrite,
         )
     for record in result.failed:
         console.print(f"[yellow]warning[/]: {escape(f'{record.case}: {record.status}: {record.message}')}")

@@ -28,18 +28,17 @@ scored, and ``status.json`` says ``complete: true`` only after the report is wri
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import fcntl
 import os
 import shutil
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import Executor, ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from flare_eval.errors import ConfigError, IncompleteRunError, InputError, RunnerError
+from flare_eval.io.lock import exclusive
 from flare_eval.organizer.manifest import (
     Submission,
     claim_manifest,
@@ -87,19 +86,6 @@ class Evaluation:
     leaderboard: pd.DataFrame
     failures: pd.DataFrame
     report: Path
-
-
-@contextlib.contextmanager
-def _exclusive(out_dir: Path) -> Iterator[None]:
-    """Hold ``OUT/.lock``: two evaluations writing into one folder would mix their records."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    with (out_dir / ".lock").open("w") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise ConfigError(f"--out {out_dir}: another flare-eval evaluate is writing there",
-                              hint="wait for it, or give another --out folder") from None
-        yield  # the kernel drops the lock when the process dies, however it dies
 
 
 def _test_cases(images_dir: Path, labels_dir: Path) -> list[str]:
@@ -281,7 +267,7 @@ def evaluate(
         "n_bootstrap": n_bootstrap,
         "seed": seed,
     }
-    with _exclusive(out):
+    with exclusive(out, option="--out", command="evaluate"):
         claim_manifest(out, configuration, submissions, images, labels)
         status = read_status(out)
         if status is not None and status.get("complete"):

@@ -41,6 +41,7 @@ from typing import Any
 from flare_eval.errors import ConfigError, InputError
 from flare_eval.io import atomic_write_text, write_table
 from flare_eval.io.layout import case_id
+from flare_eval.io.lock import exclusive
 from flare_eval.runner.efficiency import (
     EFFICIENCY_COLUMNS,
     efficiency_row,
@@ -302,49 +303,50 @@ def run_submission(
         raise ConfigError(f"--team {team!r}: expected a plain folder name")
     cases = find_cases(inputs_dir)
     team_dir = Path(out_dir) / team
-    dirs = {name: team_dir / name for name in ("predictions", "efficiency", "logs", ".incoming")}
-    for path in dirs.values():
-        path.mkdir(parents=True, exist_ok=True)
-    _check_settings(team_dir, {
-        **backend.describe(), "sampled_gpu_index": gpu_index,
-        "period_s": period_s, "gpu_tolerance_mib": gpu_tolerance_mib,
-        "versions": {"flare_eval": flare_eval.__version__},
-    })
-    records = _load_records(dirs["efficiency"])
+    with exclusive(team_dir, option="team folder", command="run"):
+        dirs = {name: team_dir / name for name in ("predictions", "efficiency", "logs", ".incoming")}
+        for path in dirs.values():
+            path.mkdir(parents=True, exist_ok=True)
+        _check_settings(team_dir, {
+            **backend.describe(), "sampled_gpu_index": gpu_index,
+            "period_s": period_s, "gpu_tolerance_mib": gpu_tolerance_mib,
+            "versions": {"flare_eval": flare_eval.__version__},
+        })
+        records = _load_records(dirs["efficiency"])
 
-    def finished(case: str) -> bool:
-        status = records.get(case, {}).get("record", {}).get("status")
-        return status is not None and status != "error" and (status == "ok" or not retry_failed)
+        def finished(case: str) -> bool:
+            status = records.get(case, {}).get("record", {}).get("status")
+            return status is not None and status != "error" and (status == "ok" or not retry_failed)
 
-    todo = [(case, path) for case, path in cases if not finished(case)]
-    for case, _ in cases:
-        # A run killed between a case's record and its clean-up left its staging folder
-        # (and output tmpfs) behind; finished cases are not staged again, so release them here.
-        work = case_folder(team_dir, case)
-        if work.exists():
-            release_case(work)
-    with ResourceSampler(gpu_index, period_s=period_s, per_process=per_process_gpu,
-                         nvml=nvml) as sampler, _progress(progress, len(cases)) as advance:
-        advance(len(cases) - len(todo), "resumed")
-        for case, input_image in todo:
+        todo = [(case, path) for case, path in cases if not finished(case)]
+        for case, _ in cases:
+            # A run killed between a case's record and its clean-up left its staging folder
+            # (and output tmpfs) behind; finished cases are not staged again, so release them here.
             work = case_folder(team_dir, case)
-            try:
-                records[case] = _run_one(backend, sampler, case, input_image, dirs, work,
-                                         timeout_s=timeout_s, tolerance_mib=gpu_tolerance_mib,
-                                         period_s=period_s, log_cap_bytes=log_cap_bytes,
-                                         limits=limits)
-                _write_tables(team_dir, team, records)
-            except OSError as err:
-                if err.errno != errno.ENOSPC:
-                    raise
-                # The case has no record yet, so a resumed run runs it again.
-                raise disk_full(team_dir, log_cap_bytes * 2 + limits.max_bytes) from None
-            finally:
+            if work.exists():
                 release_case(work)
-            advance(1, f"{case}: {records[case]['record']['status']}")
-    _write_tables(team_dir, team, records)
-    shutil.rmtree(dirs[".incoming"], ignore_errors=True)
-    return [records[case]["record"] for case, _ in cases if case in records]
+        with ResourceSampler(gpu_index, period_s=period_s, per_process=per_process_gpu,
+                             nvml=nvml) as sampler, _progress(progress, len(cases)) as advance:
+            advance(len(cases) - len(todo), "resumed")
+            for case, input_image in todo:
+                work = case_folder(team_dir, case)
+                try:
+                    records[case] = _run_one(backend, sampler, case, input_image, dirs, work,
+                                             timeout_s=timeout_s, tolerance_mib=gpu_tolerance_mib,
+                                             period_s=period_s, log_cap_bytes=log_cap_bytes,
+                                             limits=limits)
+                    _write_tables(team_dir, team, records)
+                except OSError as err:
+                    if err.errno != errno.ENOSPC:
+                        raise
+                    # The case has no record yet, so a resumed run runs it again.
+                    raise disk_full(team_dir, log_cap_bytes * 2 + limits.max_bytes) from None
+                finally:
+                    release_case(work)
+                advance(1, f"{case}: {records[case]['record']['status']}")
+        _write_tables(team_dir, team, records)
+        shutil.rmtree(dirs[".incoming"], ignore_errors=True)
+        return [records[case]["record"] for case, _ in cases if case in records]
 
 
 def _run_one(backend: Backend, sampler: ResourceSampler, case: str, input_image: Path,

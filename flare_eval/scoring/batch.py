@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import time
 from collections.abc import Callable
 from concurrent.futures import Executor, ProcessPoolExecutor, as_completed
@@ -27,6 +28,7 @@ import scipy
 from flare_eval.errors import ConfigError, InputError
 from flare_eval.io import atomic_write_text, write_table
 from flare_eval.io.layout import CHANNEL_SUFFIX, case_id
+from flare_eval.io.lock import die_with_parent, exclusive, output_errors
 from flare_eval.presets import Preset
 from flare_eval.scoring.case import CaseRecord, LesionOptions, score_files
 from flare_eval.scoring.outputs import (
@@ -170,6 +172,7 @@ def score_folders(
     executor: Executor | None = None,
     progress: Callable[[int, int, CaseRecord], None] | None = None,
     parquet: bool = False,
+    overwrite: bool = False,
 ) -> ScoreRun:
     """Score every reference case and write the tables.
 
@@ -190,6 +193,8 @@ def score_folders(
         Called as ``progress(done, total, record)`` after every case.
     parquet
         Also write the tidy table as ``metrics_long.parquet`` (needs pyarrow).
+    overwrite
+        Discard the scores already in ``out_dir`` (once its lock is held) instead of resuming.
 
     Returns
     -------
@@ -207,47 +212,51 @@ def score_folders(
         "gt_dir": str(gt_dir.resolve()),
         "pred_dir": str(pred_dir.resolve()),
     }
-    cases_dir = _prepare_cache(out_dir, config)
-    records: dict[str, CaseRecord] = {}
-    todo: list[tuple[Path, Path | None, list[Any]]] = []
-    for reference, prediction in pairs:
-        stamps = [_stamp(reference), _stamp(prediction)]
-        cached = cases_dir / f"{case_id(reference)}.json"
-        if cached.exists():
-            entry = json.loads(cached.read_text())
-            if entry["stamps"] == stamps:
-                records[case_id(reference)] = CaseRecord.from_json(entry["record"])
-                continue
-        todo.append((reference, prediction, stamps))
-    reused, total = len(records), len(pairs)
+    with exclusive(out_dir, option="--out", command="score"), output_errors(out_dir, option="--out"):
+        if overwrite:
+            clear_cache(out_dir)
+        cases_dir = _prepare_cache(out_dir, config)
+        records: dict[str, CaseRecord] = {}
+        todo: list[tuple[Path, Path | None, list[Any]]] = []
+        for reference, prediction in pairs:
+            stamps = [_stamp(reference), _stamp(prediction)]
+            cached = cases_dir / f"{case_id(reference)}.json"
+            if cached.exists():
+                entry = json.loads(cached.read_text())
+                if entry["stamps"] == stamps:
+                    records[case_id(reference)] = CaseRecord.from_json(entry["record"])
+                    continue
+            todo.append((reference, prediction, stamps))
+        reused, total = len(records), len(pairs)
 
-    def keep(record_json: dict[str, Any], stamps: list[Any]) -> None:
-        record = CaseRecord.from_json(record_json)
-        atomic_write_text(
-            cases_dir / f"{record.case}.json", json.dumps({"stamps": stamps, "record": record_json})
-        )
-        records[record.case] = record
-        if progress is not None:
-            progress(len(records), total, record)
+        def keep(record_json: dict[str, Any], stamps: list[Any]) -> None:
+            record = CaseRecord.from_json(record_json)
+            atomic_write_text(
+                cases_dir / f"{record.case}.json", json.dumps({"stamps": stamps, "record": record_json})
+            )
+            records[record.case] = record
+            if progress is not None:
+                progress(len(records), total, record)
 
-    started = time.time()
-    if workers <= 1 and executor is None:
-        for reference, prediction, stamps in todo:
-            keep(_score_job(reference, prediction, options), stamps)
-    else:
-        own = executor is None
-        pool = executor or ProcessPoolExecutor(max_workers=workers)
-        try:
-            futures = {pool.submit(_score_job, r, p, options): s for r, p, s in todo}
-            for future in as_completed(futures):
-                keep(future.result(), futures[future])
-        finally:
-            if own:
-                pool.shutdown(cancel_futures=True)
-    ordered = [records[case_id(reference)] for reference, _ in pairs]
-    summary = write_outputs(ordered, out_dir, options, extra=extra, elapsed_s=time.time() - started,
-                            reused=reused, parquet=parquet)
-    return ScoreRun(ordered, summary, reused, out_dir)
+        started = time.time()
+        if workers <= 1 and executor is None:
+            for reference, prediction, stamps in todo:
+                keep(_score_job(reference, prediction, options), stamps)
+        else:
+            own = executor is None
+            pool = executor or ProcessPoolExecutor(max_workers=workers, initializer=die_with_parent,
+                                                       initargs=(os.getpid(),))
+            try:
+                futures = {pool.submit(_score_job, r, p, options): s for r, p, s in todo}
+                for future in as_completed(futures):
+                    keep(future.result(), futures[future])
+            finally:
+                if own:
+                    pool.shutdown(cancel_futures=True)
+        ordered = [records[case_id(reference)] for reference, _ in pairs]
+        summary = write_outputs(ordered, out_dir, options, extra=extra, elapsed_s=time.time() - started,
+                                reused=reused, parquet=parquet)
+        return ScoreRun(ordered, summary, reused, out_dir)
 
 
 def write_outputs(
@@ -260,7 +269,36 @@ def write_outputs(
     reused: int,
     parquet: bool = False,
 ) -> dict[str, float]:
-    """Write every final table of a complete run, each atomically; return the official summary."""
+    """Write every final table of a complete run together; return the official summary.
+
+    Every table is first written into a staging folder; only when all are written (a full disk
+    fails here, leaving the earlier tables untouched) are they moved into ``out_dir``, with the
+    old ``run.json`` removed first and the new one moved last, so ``run.json`` says complete
+    only over a complete set of tables.
+    """
+    staging = out_dir / CACHE_DIR / f"staging-{os.getpid()}"
+    shutil.rmtree(staging, ignore_errors=True)
+    try:
+        summary = _stage_outputs(records, staging, options, extra=extra, elapsed_s=elapsed_s,
+                                 reused=reused, parquet=parquet)
+        (out_dir / "run.json").unlink(missing_ok=True)
+        for path in sorted(staging.iterdir(), key=lambda p: p.name == "run.json"):
+            os.replace(path, out_dir / path.name)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return summary
+
+
+def _stage_outputs(
+    records: list[CaseRecord],
+    out_dir: Path,
+    options: ScoreOptions,
+    *,
+    extra: list[str],
+    elapsed_s: float,
+    reused: int,
+    parquet: bool,
+) -> dict[str, float]:
     from flare_eval import __version__
 
     preset = options.preset

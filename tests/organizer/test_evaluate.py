@@ -293,8 +293,11 @@ def test_a_running_evaluation_holds_its_folder(challenge, tmp_path, capsys):
 
     out = tmp_path / "out"
     out.mkdir()
-    with (out / ".lock").open("w") as handle:
+    with (out / ".flare-eval.lock").open("w") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        handle.write("evaluate, pid 4242 on host elsewhere\n")
+        handle.flush()
         assert main(_args(challenge, out)) == 2
-    assert "another flare-eval evaluate is writing there" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "another flare-eval is writing there (evaluate, pid 4242 on host elsewhere)" in err
     assert not (out / "manifest.json").exists()

@@ -1,0 +1,150 @@
+"""Faults while scoring: a second writer, a full or read-only disk, a killed parent of workers."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from flare_eval.cli.main import main
+from flare_eval.errors import EXIT_INPUT, EXIT_PARTIAL, EXIT_USAGE
+from flare_eval.phantoms import write_phantom_set
+from tests.conftest import skip_or_fail
+
+TABLES = ("per_case.csv", "scores.txt", "metrics_long.csv", "cases.csv", "lesions_per_case.csv",
+          "lesions.csv", "run.json")
+HOLD = ("import sys, time\nfrom flare_eval.io.lock import exclusive\n"
+        "with exclusive(sys.argv[1], option='--out', command='score'):\n"
+        "    print('held', flush=True)\n    time.sleep(600)\n")
+
+
+@pytest.fixture(scope="module")
+def challenge(tmp_path_factory):
+    root = tmp_path_factory.mktemp("challenge")
+    write_phantom_set(root, cases=3, seed=7, shape=(48, 48, 24), spacing_mm=(6.0, 6.0, 7.5),
+                      prediction_quality="good", missing_predictions=1)
+    return root
+
+
+def run_score(challenge, out, *extra):
+    return main(["score", "--pred", str(challenge / "predictions"), "--gt", str(challenge / "labels"),
+                 "--out", str(out), *extra])
+
+
+def _tables(out: Path) -> dict[str, bytes]:
+    return {name: (out / name).read_bytes() for name in TABLES}
+
+
+def test_a_second_writer_is_refused_and_a_killed_holder_leaves_no_lock(challenge, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert run_score(challenge, out) == EXIT_PARTIAL
+    before = _tables(out)
+    holder = subprocess.Popen([sys.executable, "-c", HOLD, str(out)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline() == "held\n"
+        capsys.readouterr()
+        assert run_score(challenge, out, "--overwrite") == EXIT_USAGE
+        err = capsys.readouterr().err
+        assert f"score, pid {holder.pid} on host {socket.gethostname()}" in err
+        assert _tables(out) == before  # --overwrite did not wipe the holder's folder either
+        assert (out / ".flare-eval-cache" / "cases").is_dir()
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+        holder.stdout.close()
+    # the kernel released the dead holder's lock: the next run takes it and resumes
+    assert run_score(challenge, out) == EXIT_PARTIAL
+    assert "3 cases (3 reused" in capsys.readouterr().err
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mount)],
+                          capture_output=True, text=True)
+    if done.returncode != 0:
+        skip_or_fail(f"cannot mount a tmpfs here: {done.stderr.strip()}")
+    yield mount
+    subprocess.run(["umount", "-l", str(mount)], check=True)
+
+
+def test_a_full_or_read_only_out_keeps_the_finished_tables_and_exits_3(challenge, small_disk, capsys):
+    out = small_disk / "out"
+    assert run_score(challenge, out) == EXIT_PARTIAL
+    before = _tables(out)
+    # fill the disk but for one page: the lock and cache fit, the new tables do not
+    stat = os.statvfs(small_disk)
+    with (small_disk / "filler").open("wb") as handle:
+        try:
+            handle.write(b"\0" * (stat.f_bavail * stat.f_frsize))
+        except OSError:
+            pass
+    capsys.readouterr()
+    assert run_score(challenge, out) == EXIT_INPUT
+    err = capsys.readouterr().err
+    assert f"--out {out}: cannot write {out}" in err and "No space left on device" in err
+    assert "internal error" not in err
+    assert _tables(out) == before  # run.json still the old, complete run over its own tables
+    assert sorted(p.name for p in (out / ".flare-eval-cache").iterdir()) == ["cases", "config.json"]
+    assert not [p for p in out.iterdir() if p.name.endswith(".tmp")]
+    (small_disk / "filler").unlink()
+    subprocess.run(["mount", "-o", "remount,ro", str(small_disk)], check=True)
+    assert run_score(challenge, out) == EXIT_INPUT
+    assert f"--out {out}: cannot write" in capsys.readouterr().err
+    assert _tables(out) == before
+    subprocess.run(["mount", "-o", "remount,rw", str(small_disk)], check=True)
+    assert run_score(challenge, out) == EXIT_PARTIAL
+    assert _tables(out)["per_case.csv"] == before["per_case.csv"]
+
+
+SCORE_SLOWLY = """
+import sys, time
+import flare_eval.scoring.batch as batch
+real = batch._score_job
+def slow(*args):
+    time.sleep(600)
+batch._score_job = slow
+from flare_eval.cli.main import main
+main(["score", "--pred", sys.argv[1], "--gt", sys.argv[2], "--out", sys.argv[3], "--workers", "2"])
+"""
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == pid:
+                found.append(int(entry.name))
+    return found
+
+
+def test_kill_9_of_score_with_workers_leaves_no_worker_running(challenge, tmp_path):
+    parent = subprocess.Popen([sys.executable, "-c", SCORE_SLOWLY, str(challenge / "predictions"),
+                               str(challenge / "labels"), str(tmp_path / "out")],
+                              env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[2])})
+    deadline = time.monotonic() + 60
+    while len(workers := _children(parent.pid)) < 2 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert len(workers) >= 2, "the pool never started"
+    parent.send_signal(signal.SIGKILL)
+    parent.wait()
+    deadline = time.monotonic() + 10
+    while (alive := [w for w in workers if Path(f"/proc/{w}").exists()
+                     and (Path(f"/proc/{w}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z")]) \
+            and time.monotonic() < deadline:
+        time.sleep(0.1)
+    for w in alive:  # clean up before failing
+        os.kill(w, signal.SIGKILL)
+    assert alive == []
