@@ -76,33 +76,37 @@ def small_disk(tmp_path):
     subprocess.run(["umount", "-l", str(mount)], check=True)
 
 
-def test_a_full_or_read_only_out_keeps_the_finished_tables_and_exits_3(challenge, small_disk, capsys):
+def test_a_full_or_read_only_out_keeps_the_finished_tables_and_exits_3(
+        challenge, small_disk, tmp_path, capsys):
+    pred = tmp_path / "predictions"
+    shutil.copytree(challenge / "predictions", pred)
     out = small_disk / "out"
-    assert run_score(challenge, out) == EXIT_PARTIAL
+    args = ["score", "--pred", str(pred), "--gt", str(challenge / "labels"), "--out", str(out)]
+    assert main(args) == EXIT_PARTIAL
     before = _tables(out)
-    # fill the disk but for one page: the lock and cache fit, the new tables do not
+    # a changed prediction: the next run rescores it, so every table it writes differs
+    shutil.copy(challenge / "labels" / "phantom_0007.nii.gz", pred / "phantom_0007.nii.gz")
+    # fill the disk but for one page (tmpfs counts whole pages): the case record and the first
+    # small table fit, metrics_long.csv (two pages) does not
     stat = os.statvfs(small_disk)
-    with (small_disk / "filler").open("wb") as handle:
-        try:
-            handle.write(b"\0" * (stat.f_bavail * stat.f_frsize))
-        except OSError:
-            pass
+    (small_disk / "filler").write_bytes(b"\0" * (stat.f_bavail * stat.f_frsize - 4096))
     capsys.readouterr()
-    assert run_score(challenge, out) == EXIT_INPUT
+    assert main(args) == EXIT_INPUT
     err = capsys.readouterr().err
     assert f"--out {out}: cannot write {out}" in err and "No space left on device" in err
     assert "internal error" not in err
     assert _tables(out) == before  # run.json still the old, complete run over its own tables
     assert sorted(p.name for p in (out / ".flare-eval-cache").iterdir()) == ["cases", "config.json"]
-    assert not [p for p in out.iterdir() if p.name.endswith(".tmp")]
+    assert not [p for p in out.rglob("*.tmp")]
     (small_disk / "filler").unlink()
     subprocess.run(["mount", "-o", "remount,ro", str(small_disk)], check=True)
-    assert run_score(challenge, out) == EXIT_INPUT
+    assert main(args) == EXIT_INPUT
     assert f"--out {out}: cannot write" in capsys.readouterr().err
     assert _tables(out) == before
     subprocess.run(["mount", "-o", "remount,rw", str(small_disk)], check=True)
-    assert run_score(challenge, out) == EXIT_PARTIAL
-    assert _tables(out)["per_case.csv"] == before["per_case.csv"]
+    assert main(args) == EXIT_PARTIAL
+    after = _tables(out)
+    assert after["per_case.csv"] != before["per_case.csv"] and b'"complete": true' in after["run.json"]
 
 
 SCORE_SLOWLY = """
