@@ -5,7 +5,9 @@ Label files are read the way the official FLARE23 scorer reads them (nibabel, st
 ``get_fdata()``: the gzip stream is inflated with ISA-L (``isal.igzip``, several times faster than
 zlib) and the voxel array is a zero-copy view on the inflated bytes.  nibabel arrays are
 Fortran-ordered; :meth:`LabelVolume.c_view` gives the free C-ordered transposed view with the
-spacing reversed, on which the metrics run ~2x faster.
+spacing reversed, on which the metrics run ~2x faster.  ``.mha`` and ``.nrrd`` files go through
+:mod:`flare_eval.io.itk` and come back in the same conventions (stored order, float32 spacing,
+nibabel's RAS affine), so every check below applies to them unchanged.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from numpy.typing import NDArray
 
 from flare_eval.errors import InputError
 from flare_eval.io.atomic import atomic_path
+from flare_eval.io.itk import is_itk_file, load_itk, save_itk
 from flare_eval.typing import Spacing, StrPath
 
 __all__ = [
@@ -97,9 +100,12 @@ def _inflate(path: Path) -> bytes:
         ) from None
 
 
-def _load(path: StrPath) -> tuple[nib.Nifti1Image, NDArray[np.generic], Spacing, Path]:
-    """Parse the header with nibabel and view the voxels on the inflated bytes without a copy."""
+def _load(path: StrPath) -> tuple[NDArray[np.generic], Spacing, NDArray[np.float64], Path]:
+    """``(data, spacing, affine, path)``: NIfTI parsed by nibabel with the voxels viewed on the
+    inflated bytes without a copy; ``.mha`` / ``.nrrd`` through :func:`~flare_eval.io.itk.load_itk`."""
     path = Path(path)
+    if is_itk_file(path):
+        return (*load_itk(path), path)
     raw = _inflate(path)
     image = None
     for klass in (nib.Nifti1Image, nib.Nifti2Image):
@@ -136,11 +142,11 @@ def _load(path: StrPath) -> tuple[nib.Nifti1Image, NDArray[np.generic], Spacing,
             f"{path}: voxel spacing must be three positive numbers, got {raw_pixdim.tolist()}"
         )
     spacing = tuple(float(np.float32(z)) for z in image.header.get_zooms()[:3])
-    return image, data, spacing, path  # type: ignore[return-value]
+    return data, spacing, image.affine.astype(np.float64), path  # type: ignore[return-value]
 
 
 def read_image(path: StrPath) -> ImageVolume:
-    """Read a 3D NIfTI image (``.nii`` or ``.nii.gz``) as stored.
+    """Read a 3D image (``.nii.gz``, ``.nii``, ``.mha`` or ``.nrrd``) as stored.
 
     Parameters
     ----------
@@ -156,8 +162,8 @@ def read_image(path: StrPath) -> ImageVolume:
     InputError
         Missing file, corrupt or truncated gzip, unreadable header, not 3D, bad spacing.
     """
-    image, data, spacing, p = _load(path)
-    return ImageVolume(data=data, spacing_mm=spacing, affine=image.affine.astype(np.float64), path=p)
+    data, spacing, affine, p = _load(path)
+    return ImageVolume(data=data, spacing_mm=spacing, affine=affine, path=p)
 
 
 def read_label(path: StrPath, *, max_label: int = 255) -> LabelVolume:
@@ -191,7 +197,7 @@ def read_label(path: StrPath, *, max_label: int = 255) -> LabelVolume:
     >>> read_label(path).data.sum()
     np.uint64(6)
     """
-    image, data, spacing, p = _load(path)
+    data, spacing, affine, p = _load(path)
     if data.dtype.kind == "f":
         if not np.isfinite(data).all():
             raise InputError(f"{p}: label volume holds NaN or infinite values")
@@ -216,11 +222,16 @@ def read_label(path: StrPath, *, max_label: int = 255) -> LabelVolume:
         )
         data = np.where(outside, 0, data)
     labels = data if data.dtype == np.uint8 else data.astype(np.uint8, order="K")
-    return LabelVolume(data=labels, spacing_mm=spacing, affine=image.affine.astype(np.float64), path=p)
+    return LabelVolume(data=labels, spacing_mm=spacing, affine=affine, path=p)
 
 
 def _atomic_save(image: nib.Nifti1Image, path: Path) -> None:
-    """Write ``image`` to ``path`` through a temporary file in the same folder (never half-written)."""
+    """Write ``image`` to ``path`` through a temporary file in the same folder (never half-written);
+    a ``.mha`` / ``.nrrd`` name is written through SimpleITK with the same geometry."""
+    if is_itk_file(path):
+        with atomic_path(path, suffix=path.suffix) as tmp:
+            save_itk(tmp, np.asanyarray(image.dataobj).astype(image.get_data_dtype()), image.affine)
+        return
     suffix = ".nii.gz" if path.name.endswith(".gz") else ".nii"
     with atomic_path(path, suffix=suffix) as tmp:
         if suffix == ".nii.gz":
@@ -245,7 +256,7 @@ def write_label(
     Parameters
     ----------
     path
-        ``.nii.gz`` (gzip) or ``.nii``.
+        ``.nii.gz`` (gzip), ``.nii``, or ``.mha`` / ``.nrrd`` (compressed, through SimpleITK).
     data
         Integer labels 0..255, shape (X, Y, Z).
     affine

@@ -27,7 +27,7 @@ import scipy
 
 from flare_eval.errors import ConfigError, InputError
 from flare_eval.io import atomic_write_text, write_table
-from flare_eval.io.layout import CHANNEL_SUFFIX, case_id
+from flare_eval.io.layout import CHANNEL_SUFFIX, LABEL_EXTENSIONS, case_id, is_volume_file
 from flare_eval.io.lock import die_with_parent, exclusive, output_errors
 from flare_eval.presets import Preset
 from flare_eval.scoring.case import CaseRecord, LesionOptions, score_files
@@ -72,12 +72,20 @@ class ScoreRun:
         return [r for r in self.records if r.status != "ok"]
 
 
-def _nifti_files(folder: Path) -> dict[str, Path]:
-    return {
-        case_id(p): p
-        for p in sorted(folder.iterdir())
-        if p.is_file() and (p.name.endswith(".nii.gz") or p.name.endswith(".nii"))
-    }
+def _volume_files(role: str, folder: Path) -> dict[str, Path]:
+    """Volume files of ``folder`` by case id; two files of one case (``a.nii.gz`` and ``a.mha``)
+    are refused rather than one picked."""
+    files: dict[str, Path] = {}
+    for path in sorted(folder.iterdir()):
+        if not (path.is_file() and is_volume_file(path.name)):
+            continue
+        case = case_id(path)
+        if case in files:
+            raise InputError(
+                f"{role} folder {folder} holds two files of case {case}: {files[case].name} and "
+                f"{path.name}", hint="keep one file per case")
+        files[case] = path
+    return files
 
 
 def _refuse_image_folder(role: str, folder: Path, files: dict[str, Path], *,
@@ -118,10 +126,10 @@ def pair_files(pred_dir: Path, gt_dir: Path) -> tuple[list[tuple[Path, Path | No
     for role, folder in (("--gt", gt_dir), ("--pred", pred_dir)):
         if not folder.is_dir():
             raise InputError(f"{role} folder {folder} does not exist or is not a folder")
-    references = _nifti_files(gt_dir)
+    references = _volume_files("--gt", gt_dir)
     if not references:
-        raise InputError(f"--gt folder {gt_dir} holds no .nii.gz / .nii file")
-    predictions = _nifti_files(pred_dir)
+        raise InputError(f"--gt folder {gt_dir} holds no {' / '.join(LABEL_EXTENSIONS)} file")
+    predictions = _volume_files("--pred", pred_dir)
     _refuse_image_folder("--gt", gt_dir, references, matched=set())
     _refuse_image_folder("--pred", pred_dir, predictions, matched=set(references))
     pairs = [(path, predictions.get(case)) for case, path in references.items()]
@@ -179,7 +187,8 @@ def score_folders(
     Parameters
     ----------
     pred_dir, gt_dir
-        Folders of ``<id>.nii.gz`` files, paired by file name.
+        Folders of ``<id>.nii.gz`` files (or ``.nii``, ``.mha``, ``.nrrd``; the two sides may
+        differ), paired by case id.
     out_dir
         Output folder (see :mod:`flare_eval.scoring` for the files).
     options
