@@ -1,6 +1,6 @@
 """Entry point of ``flare-eval``: builds the parser from the verb modules and maps errors to exit codes.
 
-Each verb lives in its own module ``flare_eval.cli.<verb>`` exposing ``register(subparsers)``;
+Each verb lives in its own module ``flare_eval.cli.<verb>`` (``-`` spelled ``_``) exposing ``register(subparsers)``;
 the module sets ``handler`` on its parser, a function ``(args) -> int`` (an exit code).
 Verb modules import their heavy dependencies inside the handler so ``--help`` stays fast.
 """
@@ -21,7 +21,7 @@ __all__ = ["VERBS", "HelpFormatter", "build_parser", "main"]
 
 #: Verb modules, in the order ``--help`` lists them.
 VERBS: tuple[str, ...] = ("score", "phantoms", "run", "ensemble", "rank", "report", "evaluate",
-                          "demo")
+                          "demo", "grand-challenge")
 
 _EPILOG = """\
 exit codes: 0 done; 1 a bug in flare-eval (traceback shown); 2 wrong arguments;
@@ -41,7 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"flare-eval {__version__}")
     subparsers = parser.add_subparsers(dest="verb", metavar="VERB", required=True)
     for verb in VERBS:
-        importlib.import_module(f"flare_eval.cli.{verb}").register(subparsers)
+        importlib.import_module(f"flare_eval.cli.{verb.replace('-', '_')}").register(subparsers)
     return parser
 
 

@@ -12,7 +12,7 @@ from flare_eval.io.nifti import (
     write_image,
     write_label,
 )
-from flare_eval.io.tables import atomic_write_text, write_table
+from flare_eval.io.tables import atomic_write_text, finite_json, write_finite_json, write_table
 
 __all__ = [
     "ImageVolume",
@@ -24,5 +24,7 @@ __all__ = [
     "write_label",
     "atomic_path",
     "atomic_write_text",
+    "finite_json",
+    "write_finite_json",
     "write_table",
 ]
