@@ -126,8 +126,8 @@ def ras_affine(direction: NDArray[np.floating], spacing: NDArray[np.floating],
 
     Examples
     --------
-    >>> ras_affine(np.eye(3), np.array([0.8, 0.8, 2.5]), np.array([10.0, 20.0, 30.0]))[:3].tolist()
-    [[-0.8, -0.0, -0.0, -10.0], [0.0, -0.8, 0.0, -20.0], [0.0, 0.0, 2.5, 30.0]]
+    >>> (ras_affine(np.eye(3), np.array([0.8, 0.8, 2.5]), np.array([10.0, 20.0, 30.0]))[:3] + 0.0).tolist()
+    [[-0.8, 0.0, 0.0, -10.0], [0.0, -0.8, 0.0, -20.0], [0.0, 0.0, 2.5, 30.0]]
     """
     affine = np.eye(4)
     affine[:3, :3] = _LPS_TO_RAS @ np.asarray(direction, np.float64) @ np.diag(np.asarray(spacing, np.float64))
