@@ -28,6 +28,7 @@ example (the Dockerfile template: examples/grand-challenge/Dockerfile):
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     from flare_eval.cli.main import HelpFormatter
+    from flare_eval.cli.score import add_scoring_options
     from flare_eval.platforms.paths import GC_GROUND_TRUTH, GC_INPUT, GC_OUTPUT
 
     p = subparsers.add_parser(
@@ -46,6 +47,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     e.add_argument("--output-interface", default=None, metavar="SLUG",
                    help="slug of the jobs' segmentation output (default: their only image output)")
     e.add_argument("--preset", default="flare23", help="scoring rules")
+    add_scoring_options(e)
     e.add_argument("--workers", type=int, default=1, help="scoring processes")
     e.set_defaults(handler=run)
 
@@ -54,14 +56,15 @@ def run(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.markup import escape
 
+    from flare_eval.cli.score import scoring_options
     from flare_eval.platforms.grand_challenge import evaluate_submission
-    from flare_eval.presets import get_preset
     from flare_eval.scoring.batch import ScoreOptions
 
     console = Console(stderr=True)
+    preset, lesions = scoring_options(args, args.preset)
     metrics = evaluate_submission(
         args.input, args.ground_truth, args.output,
-        options=ScoreOptions(preset=get_preset(args.preset)),
+        options=ScoreOptions(preset=preset, lesions=lesions),
         output_interface=args.output_interface, workers=args.workers,
     )
     failed = [r for r in metrics["results"] if r["status"] != "ok"]

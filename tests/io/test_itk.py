@@ -13,8 +13,9 @@ import pytest
 
 from flare_eval.errors import InputError
 from flare_eval.io import LabelWarning, read_image, read_label, write_label
+from tests.conftest import require_module
 
-sitk = pytest.importorskip("SimpleITK")
+sitk = require_module("SimpleITK")
 
 # A rotated grid (i runs along -y, j along +x), anisotropic spacing, an offset origin.
 AFFINE = np.array([[0.0, 0.7, 0.0, -12.5], [-0.8, 0.0, 0.0, 40.0], [0.0, 0.0, 2.5, -300.0],

@@ -25,8 +25,9 @@ from flare_eval.errors import EXIT_OK, EXIT_PARTIAL
 from flare_eval.phantoms import write_phantom_set
 from flare_eval.platforms.codabench import leaderboard_keys, run_scoring_program
 from flare_eval.presets import FLARE23
+from tests.conftest import require_module
 
-yaml = pytest.importorskip("yaml")
+yaml = require_module("yaml")
 
 REPO = Path(flare_eval.__file__).resolve().parents[1]
 # what the worker drops (compute_worker.py), and its security option

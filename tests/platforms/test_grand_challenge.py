@@ -19,8 +19,9 @@ import pytest
 from flare_eval.cli.main import main
 from flare_eval.errors import EXIT_INPUT, EXIT_PARTIAL
 from flare_eval.phantoms import write_phantom_set
+from tests.conftest import require_module
 
-sitk = pytest.importorskip("SimpleITK")
+sitk = require_module("SimpleITK")
 
 SLUG = "abdominal-organ-segmentation"
 DOCKERFILE = Path(__file__).resolve().parents[2] / "examples" / "grand-challenge" / "Dockerfile"

@@ -15,8 +15,9 @@ import pytest
 from flare_eval.cli.main import main
 from flare_eval.errors import EXIT_INPUT, EXIT_OK
 from flare_eval.phantoms import write_phantom_set
+from tests.conftest import require_module
 
-sitk = pytest.importorskip("SimpleITK")
+sitk = require_module("SimpleITK")
 
 
 @pytest.fixture(scope="module")
