@@ -107,7 +107,8 @@ class Preset:
     single_slice_z_crop
         What a z-cropped class whose reference lies on one slice gets (the official code
         crashes there): ``"keep"`` scores that single slice uncropped (``[zmin, zmin + 1)``);
-        ``"nan"`` reports NaN for that class of that case.
+        ``"nan"`` reports NaN for that class of that case, whatever the prediction (an empty
+        one too), so every team is left the same classes.
     nsd_dsc_threshold
         NSD is 0 when DSC is strictly below this (0.1 during FLARE23, 0.2 from March 2024).
     decimals

@@ -83,6 +83,9 @@ def register(subparsers: Any) -> None:
                              "dropped (na.rm), or this number (challengeR's na.treat)")
     parser.add_argument("--runtime-tolerance", type=float, default=None, metavar="SECONDS",
                         help="runtimes under this tie (preset: 15; 0 removes the floor)")
+    parser.add_argument("--gpu-tolerance", type=float, default=None, metavar="MIB",
+                        help="GPU tolerance the runs were measured with (preset: 4096); runs "
+                             "measured with another are refused")
     parser.add_argument("--allow-mixed-options", action="store_true",
                         help="rank teams scored with different options instead of refusing")
     parser.add_argument("--challenger-csv", default=None, metavar="FILE",
@@ -125,9 +128,10 @@ def run_rank(args: argparse.Namespace) -> int:
     from flare_eval.presets import get_preset
     from flare_eval.ranking.pipeline import rank_results
 
-    preset = get_preset(args.preset)
-    if args.runtime_tolerance is not None:
-        preset = preset.with_overrides(runtime_tolerance_s=args.runtime_tolerance)
+    overrides = {"runtime_tolerance_s": args.runtime_tolerance,
+                 "gpu_tolerance_mib": args.gpu_tolerance}
+    preset = get_preset(args.preset).with_overrides(
+        **{k: v for k, v in overrides.items() if v is not None})
     outputs = rank_results(
         args.results, args.out, preset=preset, scheme=args.scheme,
         ties=args.ties, aggregate=args.aggregate, alpha=args.alpha, n_bootstrap=args.bootstrap,

@@ -8,7 +8,8 @@ The rules (``docs/protocol.md`` section 3), applied per class ``i`` in this orde
    extent along axis 2 as the half-open slice ``[zmin, zmax)``: the topmost reference slice is
    dropped, as in the official code.  A reference on a single slice makes that slice empty and
    the official code crash; flare-eval applies ``preset.single_slice_z_crop``: ``"keep"``
-   (default) scores the single slice ``[zmin, zmin + 1)``, ``"nan"`` reports NaN.
+   (default) scores the single slice ``[zmin, zmin + 1)``, ``"nan"`` reports NaN for every
+   prediction, an empty one too (the rule is the reference's, judged before step 1).
 3. ``DSC = 2|G ∩ P| / (|G| + |P|)``.
 4. ``NSD = 0`` if ``DSC < preset.nsd_dsc_threshold`` (strict), else DeepMind's surface Dice at
    the class tolerance.
@@ -197,6 +198,16 @@ def _class_score(
 ) -> ClassScore:
     info = preset.class_info(label)
     rnd = preset.decimals
+    z_cropped = label in preset.z_crop_labels
+    single_slice = (z_cropped and ref_box is not None
+                    and ref_box[z_axis].stop - ref_box[z_axis].start == 1)
+    if single_slice and preset.single_slice_z_crop == "nan":
+        # a rule of the reference: every team gets NaN, an empty prediction too (a 0 there
+        # would rank above the NaN of a team that segmented the organ)
+        nan = float("nan")
+        n_ref = int(np.count_nonzero(ref[ref_box] == label))
+        n_pred = 0 if pred_box is None else int(np.count_nonzero(pred[pred_box] == label))
+        return ClassScore(label, nan, nan, nan, n_ref, n_pred, "single_slice_nan")
     if ref_box is None or pred_box is None:
         n_ref = 0 if ref_box is None else int(np.count_nonzero(ref[ref_box] == label))
         n_pred = 0 if pred_box is None else int(np.count_nonzero(pred[pred_box] == label))
@@ -208,15 +219,11 @@ def _class_score(
         return ClassScore(label, v, v, float("inf"), n_ref, n_pred, rule)
     box = list(union_box(ref_box, pred_box))  # type: ignore[arg-type]
     rule = "scored"
-    z_cropped = label in preset.z_crop_labels
     if z_cropped:
         n_ref = int(np.count_nonzero(ref[ref_box] == label))
         n_pred = int(np.count_nonzero(pred[pred_box] == label))
         zmin, zlast = ref_box[z_axis].start, ref_box[z_axis].stop - 1
-        if zlast == zmin:
-            if preset.single_slice_z_crop == "nan":
-                nan = float("nan")
-                return ClassScore(label, nan, nan, nan, n_ref, n_pred, "single_slice_nan")
+        if single_slice:
             box[z_axis] = slice(zmin, zmin + 1)
             rule = "single_slice_kept"
         else:

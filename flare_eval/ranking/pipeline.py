@@ -166,6 +166,11 @@ def rank_results(
         "na_treat": na_treat,
         "ties": ties,
         "preset": preset.name,
+        # the efficiency rules the ranking applied (the report draws these, not its own)
+        "runtime_tolerance_s": preset.runtime_tolerance_s,
+        "gpu_tolerance_mib": preset.gpu_tolerance_mib,
+        "failed_runtime_s": preset.failed_runtime_s,
+        "failed_gpu_auc_mibs": preset.failed_gpu_auc_mibs,
         "metrics": [{"name": m.name, "higher_is_better": m.higher_is_better, "floor": m.floor}
                     for m in data.metrics],
         "dropped_metrics": dropped,

@@ -42,6 +42,8 @@ __all__ = [
 
 #: Columns of the tidy ranking table, in order.
 TABLE_COLUMNS: tuple[str, ...] = ("team", "case", "metric", "value")
+#: The criteria of ``runs.csv``: a failed run takes the preset's penalty there.
+_EFFICIENCY: tuple[str, ...] = ("runtime", "gpu_auc")
 #: ``cases.csv`` statuses that make a case's DSC and NSD 0 (the prediction's fault).
 FAILED_PREDICTION_STATUSES: tuple[str, ...] = ("missing_prediction", "bad_prediction")
 
@@ -157,13 +159,15 @@ def _team_table(folder: Path, preset: Preset) -> tuple[pd.DataFrame, bool]:
         if "status" in status.columns and "case" in status.columns:
             failed = status.loc[status["status"].isin(FAILED_PREDICTION_STATUSES), "case"]
             failed_ids = [c for c in failed.astype(str) if c in scores.index]
-            # the scorer already writes 0 there; enforcing it keeps a hand-edited table honest
+            # FLARE22's failed case: 0 on every criterion, also where per_case.csv keeps the
+            # official 1 of a class both sides lack (a missing prediction must not score 1)
             scores.loc[failed_ids, :] = 0.0
-    # NaN in an organ (a reference-side rule such as single_slice_z_crop="nan") propagates to
-    # the organ mean: it comes from the reference, so every team gets it and they tie
+    # NaN in an organ comes from the reference (single_slice_z_crop="nan", an unreadable
+    # reference), so every team has it: the organ mean is over the organs the case scores, as
+    # scores.txt leaves NaN out of its means; a case with no scored organ is missing
     columns = {
-        "organ_dsc": scores[[f"{n}_DSC" for n in organ_names]].mean(axis=1, skipna=False),
-        "organ_nsd": scores[[f"{n}_NSD" for n in organ_names]].mean(axis=1, skipna=False),
+        "organ_dsc": scores[[f"{n}_DSC" for n in organ_names]].mean(axis=1, skipna=True),
+        "organ_nsd": scores[[f"{n}_NSD" for n in organ_names]].mean(axis=1, skipna=True),
     }
     if preset.lesion_label is not None:
         columns["lesion_dsc"] = scores[f"{lesion}_DSC"]
@@ -171,6 +175,7 @@ def _team_table(folder: Path, preset: Preset) -> tuple[pd.DataFrame, bool]:
     runs_path = folder / "runs.csv"
     has_runs = runs_path.is_file()
     if has_runs:
+        _check_gpu_tolerance(folder, preset)
         runs = _read_csv(runs_path)
         need = ["status", "time_s", "auc_gpu_over_tolerance_mibs"]
         if not {"case", "name"} & set(runs.columns) or any(c not in runs.columns for c in need):
@@ -191,10 +196,30 @@ def _team_table(folder: Path, preset: Preset) -> tuple[pd.DataFrame, bool]:
         failed_runs = set()
     frames = [
         pd.DataFrame({"team": team, "case": s.index, "metric": metric, "value": s.to_numpy(),
-                      "failed_run": [metric == "gpu_auc" and c in failed_runs for c in s.index]})
+                      "failed_run": [metric in _EFFICIENCY and c in failed_runs for c in s.index]})
         for metric, s in columns.items()
     ]
     return pd.concat(frames, ignore_index=True), has_runs
+
+
+def _check_gpu_tolerance(folder: Path, preset: Preset) -> None:
+    """Refuse runs whose over-tolerance GPU area was measured with another tolerance than the
+    preset's: the area is computed at run time, so the preset could not move it."""
+    import json
+
+    path = folder / "runner.json"
+    if not path.is_file():
+        return
+    try:
+        tolerance = json.loads(path.read_text()).get("gpu_tolerance_mib")
+    except (OSError, ValueError, AttributeError) as err:
+        raise InputError(f"cannot read the runner settings {path}: {err}") from None
+    if tolerance is not None and float(tolerance) != preset.gpu_tolerance_mib:
+        raise InputError(
+            f"{path}: the runs were measured with gpu_tolerance_mib {tolerance}, the preset "
+            f"{preset.name!r} ranks with {preset.gpu_tolerance_mib}",
+            hint=f"rank with --gpu-tolerance {tolerance}, or run again with the preset's tolerance",
+        )
 
 
 def _scoring_options(folder: Path) -> dict[str, str]:
@@ -240,6 +265,33 @@ def _check_same_options(options: dict[str, dict[str, str]], root: Path) -> None:
                 hint="score every team with the same options, or pass --allow-mixed-options "
                      "to rank them anyway",
             )
+
+
+def _failure_rule(table: pd.DataFrame) -> tuple[pd.DataFrame, str | None]:
+    """Make a failed run unable to beat an ok run on runtime and GPU AUC.
+
+    The preset's penalty is a number (FLARE22: 3600 s); without a timeout an ok run can take
+    longer.  On such a case the failed runs get the largest ok value of the case instead, so
+    they tie with the slowest ok run at worst and never rank above it.
+    """
+    import pandas as pd
+
+    efficiency = table["metric"].isin(_EFFICIENCY)
+    worst_ok = (table.loc[efficiency & ~table["failed_run"]]
+                .groupby(["metric", "case"])["value"].max())
+    failed = efficiency & table["failed_run"]
+    keys = pd.MultiIndex.from_frame(table.loc[failed, ["metric", "case"]])
+    floor = pd.Series(worst_ok.reindex(keys).to_numpy(), index=table.index[failed])
+    raised = floor[floor > table.loc[failed, "value"]]  # NaN (no ok run, GPU blanked) is False
+    if raised.empty:
+        return table, None
+    table = table.copy()
+    table.loc[raised.index, "value"] = raised
+    where = sorted({f"{m} {c}" for m, c in table.loc[raised.index, ["metric", "case"]]
+                    .itertuples(index=False)})
+    return table, (f"ok runs exceed the failure penalty on {where[:5]}: {len(raised)} failed "
+                   "runs there take the largest ok value of their case instead, so that a "
+                   "failed run never ranks above an ok one")
 
 
 def _gpu_rule(table: pd.DataFrame) -> tuple[pd.DataFrame, str | None]:
@@ -313,9 +365,13 @@ def table_from_results(
     Failed cases are values, never dropped rows:
 
     - ``cases.csv`` status ``missing_prediction`` or ``bad_prediction``: every DSC and NSD of
-      the case is 0 (the scorer writes 0 already; this enforces it);
+      the case is 0, also those of classes absent from both sides, which ``per_case.csv``
+      scores 1 as the official per-class rule does (FLARE22's failed case: no prediction
+      never scores above a wrong one);
     - ``runs.csv`` status other than ``ok``: runtime ``preset.failed_runtime_s`` and GPU AUC
       ``preset.failed_gpu_auc_mibs`` (FLARE22: 3600 s and a full 16 GB GPU for 3600 s);
+    - an ok run slower (or using more GPU) than the penalty: the failed runs of that case get
+      the largest ok value instead, so a failed run never ranks above an ok one;
     - a case in no row of a team's tables is missing and takes the worst rank of its case;
     - GPU not sampled: when no ok run of any team has a GPU value, ``gpu_auc`` is dropped
       (otherwise every ok run would be missing, worst, and the failed runs' finite penalty
@@ -324,7 +380,8 @@ def table_from_results(
 
     Case ids are the file names without ``.nii.gz`` and the ``_0000`` channel suffix, so the
     scorer's ``<id>.nii.gz`` and the runner's ``<id>_0000.nii.gz`` meet.  An organ NaN (only a
-    reference-side rule writes one) makes the organ mean NaN: a missing value.
+    reference-side rule writes one, for every team alike) is left out of the organ mean, as
+    ``scores.txt`` leaves it out of its means; a case with no scored organ is missing.
     """
     import pandas as pd
 
@@ -352,8 +409,10 @@ def table_from_results(
     if not allow_mixed_options:
         _check_same_options(options, root)
     table, gpu_note = _gpu_rule(pd.concat(frames, ignore_index=True))
-    if gpu_note:
-        warnings.warn(gpu_note, RankingWarning, stacklevel=2)
+    table, failure_note = _failure_rule(table)
+    for note in (gpu_note, failure_note):
+        if note:
+            warnings.warn(note, RankingWarning, stacklevel=2)
     return _check_table(table, str(root))
 
 

@@ -60,9 +60,9 @@ def report_figures(tables: ReportTables, *, top: int = 5) -> list[ReportFigure]:
     from flare_eval.report import figures_ranking as rk
 
     preset = get_preset(tables.ranking_config.get("preset", "flare23"))
-    score_preset = next(iter(tables.score_config.values())).get("options", {}).get("preset", {})
-    runtime_tol = float(score_preset.get("runtime_tolerance_s", preset.runtime_tolerance_s))
-    gpu_tol = float(score_preset.get("gpu_tolerance_mib", preset.gpu_tolerance_mib))
+    # the tolerances the ranking applied (ranking.json), not the scorer's preset
+    runtime_tol = float(tables.ranking_config.get("runtime_tolerance_s", preset.runtime_tolerance_s))
+    gpu_tol = float(tables.ranking_config.get("gpu_tolerance_mib", preset.gpu_tolerance_mib))
     board = tables.leaderboard
     teams = list(board.sort_values(["rank", "team"], kind="stable")["team"].astype(str))
     shown = teams[:top]

@@ -149,6 +149,8 @@ def load_results(results_dir: StrPath) -> ReportTables:
         failures.append(bad.assign(team=team, stage="score")[
             ["team", "case", "stage", "status", "message"]])
         run = _csv(folder / "runs.csv", columns=("case", "status", "message"))
+        if "message" not in run.columns:  # the ranking reads runs.csv without one too
+            run = run.assign(message="")
         if not run.empty:
             runs.append(run.assign(team=team))
             bad = run[run["status"] != "ok"]

@@ -42,8 +42,10 @@ from flare_eval.errors import ConfigError, InputError
 from flare_eval.io import atomic_write_text, write_table
 from flare_eval.io.layout import case_id
 from flare_eval.io.lock import exclusive
+from flare_eval.presets import FLARE23
 from flare_eval.runner.efficiency import (
     EFFICIENCY_COLUMNS,
+    OFFICIAL_PERIOD_S,
     efficiency_row,
     max_memory,
     official_auc,
@@ -238,8 +240,8 @@ def run_submission(
     timeout_s: float | None = None,
     gpu_index: int | None = None,
     per_process_gpu: bool = False,
-    gpu_tolerance_mib: float = 4096.0,
-    period_s: float = 0.1,
+    gpu_tolerance_mib: float = FLARE23.gpu_tolerance_mib,
+    period_s: float = OFFICIAL_PERIOD_S,
     log_cap_bytes: int = 1 << 20,
     limits: OutputLimits = OutputLimits(),
     retry_failed: bool = False,
@@ -266,7 +268,8 @@ def run_submission(
     per_process_gpu
         Also record the GPU memory of the run's own processes (``gpu_process_memory``).
     gpu_tolerance_mib
-        Tolerance of ``auc_gpu_over_tolerance_mibs`` (FLARE23: 4096 MiB).
+        Tolerance of ``auc_gpu_over_tolerance_mibs`` (the preset's ``gpu_tolerance_mib``;
+        rank with the same preset: the ranking refuses another).
     period_s
         Sampling period (0.1 s officially).
     log_cap_bytes

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from flare_eval.errors import RunnerError
+from flare_eval.runner.efficiency import OFFICIAL_PERIOD_S
 
 __all__ = ["Samples", "ResourceSampler", "GpuUnavailableWarning", "process_tree_pids"]
 
@@ -114,7 +115,7 @@ class ResourceSampler:
         self,
         gpu_index: int | None,
         *,
-        period_s: float = 0.1,
+        period_s: float = OFFICIAL_PERIOD_S,
         per_process: bool = False,
         nvml: Any = None,
         clock: Callable[[], float] = time.monotonic,
