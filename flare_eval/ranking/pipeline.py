@@ -177,6 +177,8 @@ def rank_results(
         "seed": seed,
         "n_bootstrap": n_bootstrap,
         "challenger_compat": challenger_compat,
+        # the report refuses teams scored with different options unless the ranking allowed it
+        "allow_mixed_options": allow_mixed_options,
         "alpha": alpha,
         "p_adjust": p_adjust,
         "significance": "one-sided paired Wilcoxon signed-rank, normal approximation with "

@@ -90,11 +90,13 @@ def rank_with_missing(values: FloatArray, *, ties: Ties = "min") -> FloatArray:
 
     Notes
     -----
-    challengeR's ``rankNA2``: with :math:`r_{max}` the largest rank among the present values
-    (0 when all are missing), the :math:`n` missing values form one last tie group starting
-    at :math:`r_{max} + 1`: ``min`` and ``dense`` give them :math:`r_{max} + 1`, ``average``
-    :math:`r_{max} + (n + 1)/2`, ``max`` :math:`r_{max} + n`, ``first`` :math:`r_{max} + 1
-    \\dots r_{max} + n` in order.
+    With :math:`r_{max}` the largest rank among the present values (0 when all are missing),
+    the :math:`n` missing values form one last tie group starting at :math:`r_{max} + 1`:
+    ``min`` and ``dense`` give them :math:`r_{max} + 1`, ``average`` :math:`r_{max} + (n +
+    1)/2`, ``max`` :math:`r_{max} + n`, ``first`` :math:`r_{max} + 1 \\dots r_{max} + n` in
+    order.  Only ``min`` and ``average`` are challengeR's (``rankNA2``); for ``max`` and
+    ``first`` challengeR leaves a missing value's rank NA (R's ``rank(na.last="keep")``), so
+    that team's mean rank of the metric is NA and it ranks last there; R has no ``dense``.
 
     Examples
     --------
@@ -334,8 +336,13 @@ class Ranking:
         })
 
     def leaderboard(self) -> pd.DataFrame:
-        """Columns ``rank, team, mean_rank``, then the mean raw value of each metric (over the
-        cases the team has), best first."""
+        """Columns ``rank, team, mean_rank``, the mean raw value of each metric, and
+        ``n_missing``, best first.
+
+        The means are over the values the team has (a failed case's 0 or penalty included:
+        those are values); ``n_missing`` counts the (case, metric) values it lacks, each ranked
+        worst in its case, so that a mean over fewer cases is never read as the full one.
+        """
         import pandas as pd
 
         values = self.data.values
@@ -350,6 +357,7 @@ class Ranking:
         })
         for m, metric in enumerate(self.data.metrics):
             table[metric.name] = means[m]
+        table["n_missing"] = (~present).sum(axis=(0, 1))
         return table.sort_values(["rank", "mean_rank", "team"], kind="stable").reset_index(drop=True)
 
     def case_ranks(self) -> pd.DataFrame:

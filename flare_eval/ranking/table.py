@@ -34,6 +34,7 @@ __all__ = [
     "RankingWarning",
     "RankingData",
     "case_id",
+    "check_same_options",
     "read_ranking_table",
     "table_from_results",
     "select_metrics",
@@ -250,21 +251,42 @@ def _scoring_options(folder: Path) -> dict[str, str]:
                                   "preset.tie_method"))}
 
 
-def _check_same_options(options: dict[str, dict[str, str]], root: Path) -> None:
-    """Refuse teams scored with different options, naming the first differing option."""
-    scored = {team: o for team, o in options.items() if o}
-    keys = sorted(set().union(*scored.values())) if scored else []
-    for key in keys:
+def check_same_options(results: StrPath, *, allow_mixed: bool = False) -> str | None:
+    """Refuse a results folder whose teams were scored with different options.
+
+    Parameters
+    ----------
+    results
+        ``RESULTS/<team>/`` folders; each team's options are those of its ``run.json``
+        (NSD threshold, single-slice rule, lesion options...; efficiency and ranking items,
+        which do not change a score, are left out).
+    allow_mixed
+        Return the message instead of raising.
+
+    Returns
+    -------
+    str or None
+        What differs (the first differing option and its values per team), or ``None``.
+
+    Raises
+    ------
+    InputError
+        Naming the option and the teams, unless ``allow_mixed``.
+    """
+    root = Path(results)
+    scored = {f.name: o for f in team_folders(root) if (o := _scoring_options(f))}
+    for key in sorted(set().union(*scored.values())) if scored else []:
         values: dict[str, list[str]] = {}
         for team, o in scored.items():
             values.setdefault(o.get(key, "(absent)"), []).append(team)
         if len(values) > 1:
             found = "; ".join(f"{v} for {teams}" for v, teams in sorted(values.items()))
-            raise InputError(
-                f"{root}: teams were scored with different options: {key} is {found}",
-                hint="score every team with the same options, or pass --allow-mixed-options "
-                     "to rank them anyway",
-            )
+            message = f"{root}: teams were scored with different options: {key} is {found}"
+            if allow_mixed:
+                return message
+            raise InputError(message, hint="score every team with the same options, or pass "
+                                           "--allow-mixed-options to 'flare-eval rank'")
+    return None
 
 
 def _failure_rule(table: pd.DataFrame) -> tuple[pd.DataFrame, str | None]:
@@ -390,10 +412,8 @@ def table_from_results(
         raise InputError(f"results folder {root} does not exist",
                          hint="give RESULTS/ with one folder per team, or a tidy CSV/Parquet table")
     frames, with_runs, without_runs = [], [], []
-    options: dict[str, dict[str, str]] = {}
     for folder in team_folders(root):
         rows, has_runs = _team_table(folder, preset)
-        options[folder.name] = _scoring_options(folder)
         frames.append(rows)
         (with_runs if has_runs else without_runs).append(folder.name)
     if not frames:
@@ -406,11 +426,10 @@ def table_from_results(
             RankingWarning,
             stacklevel=2,
         )
-    if not allow_mixed_options:
-        _check_same_options(options, root)
+    mixed_note = check_same_options(root, allow_mixed=allow_mixed_options)
     table, gpu_note = _gpu_rule(pd.concat(frames, ignore_index=True))
     table, failure_note = _failure_rule(table)
-    for note in (gpu_note, failure_note):
+    for note in (mixed_note, gpu_note, failure_note):
         if note:
             warnings.warn(note, RankingWarning, stacklevel=2)
     return _check_table(table, str(root))

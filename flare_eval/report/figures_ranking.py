@@ -64,7 +64,8 @@ def _order(leaderboard: pd.DataFrame) -> list[str]:
 
 
 def _metric_columns(leaderboard: pd.DataFrame) -> list[str]:
-    return [c for c in leaderboard.columns if c not in ("rank", "team", "mean_rank")]
+    return [c for c in leaderboard.columns
+            if c not in ("rank", "team", "mean_rank", "n_missing")]
 
 
 def _format(metric: str, value: float) -> str:
@@ -100,6 +101,8 @@ def leaderboard_text(leaderboard: pd.DataFrame) -> pd.DataFrame:
                "Mean rank": [f"{v:.3f}" for v in board["mean_rank"]]}
     for metric in _metric_columns(board):
         columns[_label(metric)] = [_format(metric, float(v)) for v in board[metric]]
+    if "n_missing" in board.columns:  # older leaderboards have none
+        columns["Missing values"] = [f"{int(v)}" for v in board["n_missing"]]
     return pd.DataFrame(columns)
 
 

@@ -207,7 +207,9 @@ def render_html(tables: ReportTables, figures: list[ReportFigure], pngs: dict[st
         + '<a href="#versions">Versions</a></nav>',
         '<h2 id="leaderboard">Leaderboard</h2>',
         '<p class="note">Lower mean rank is better: the mean of each team\'s ranks over every '
-        "case and criterion; the other columns are each criterion's mean raw value.</p>",
+        "case and criterion; the other columns are each criterion's mean raw value over the "
+        "values the team has (a failed case's 0 or penalty included), and the number of "
+        "(case, criterion) values it lacks, each ranked worst in its case.</p>",
         _table_html(leaderboard_text(tables.leaderboard)),
     ]
     for warning in tables.ranking_config.get("warnings", []):

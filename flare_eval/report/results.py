@@ -121,8 +121,11 @@ def load_results(results_dir: StrPath) -> ReportTables:
     Raises
     ------
     InputError
-        No ranking folder, a required table missing or unreadable.
+        No ranking folder, a required table missing or unreadable, teams scored with
+        different options (unless ranked with ``--allow-mixed-options``).
     """
+    from flare_eval.ranking.table import check_same_options
+
     root = Path(results_dir)
     ranking = root / RANKING_FOLDER
     if not (ranking / "leaderboard.csv").is_file():
@@ -133,6 +136,8 @@ def load_results(results_dir: StrPath) -> ReportTables:
     if not teams:
         raise InputError(f"{root}: no team folder with a per_case.csv",
                          hint="expected RESULTS/<team>/ with 'flare-eval score' outputs")
+    # as 'flare-eval rank': one report never mixes teams scored with different options
+    check_same_options(root, allow_mixed=bool(config.get("allow_mixed_options", False)))
     score_config = {p.name: _json(p / "run.json") for p in teams}
     preset = next(iter(score_config.values())).get("options", {}).get("preset", {})
     lesion_label = preset.get("lesion_label")

@@ -60,8 +60,9 @@ import pandas as pd
 import pytest
 
 from flare_eval.cli.main import main
-from flare_eval.errors import EXIT_OK, EXIT_PARTIAL
+from flare_eval.errors import EXIT_INPUT, EXIT_OK, EXIT_PARTIAL
 from flare_eval.presets import FLARE23
+from flare_eval.report import load_results
 
 SHAPE = (16, 16, 8)
 ORGANS = [FLARE23.class_info(label).name for label in FLARE23.organ_labels]
@@ -183,7 +184,8 @@ def test_score_pins_every_rule(results):
     assert scores["Liver_DSC"] == "0.3750" and scores["Organ_DSC"] == "0.9135"
 
 
-def test_lesion_instances_at_the_default_and_at_iou_0_3(results, challenge, tmp_path):
+def test_lesion_instances_at_the_default_and_at_iou_0_3(results, challenge, tmp_path,
+                                                       capsys):
     def lesions(root: Path, team: str, case: str) -> pd.Series:
         return pd.read_csv(root / team / "lesions_per_case.csv").set_index("Name").loc[
             f"{case}.nii.gz"]
@@ -204,12 +206,23 @@ def test_lesion_instances_at_the_default_and_at_iou_0_3(results, challenge, tmp_
     assert lesions(out, "C", "case1")["pq"] == pytest.approx(0.5)
     # the semantic lesion DSC the ranking uses does not depend on the matching
     assert _per_case(out, "B").loc["case1.nii.gz", "Lesion_DSC"] == 0.5
-    # teams scored at 0.3 and at 0.5 are not ranked together
+    # teams scored at 0.3 and at 0.5 are neither ranked nor reported together...
     mixed = tmp_path / "mixed"
     mixed.mkdir()
     for root, team in ((results, "A"), (out, "B")):
         (mixed / team).symlink_to(root / team, target_is_directory=True)
-    assert main(["rank", str(mixed), "--out", str(tmp_path / "r"), "--bootstrap", "0"]) != EXIT_OK
+    ranking = mixed / "ranking"
+    assert main(["rank", str(mixed), "--out", str(ranking), "--bootstrap", "0"]) == EXIT_INPUT
+    assert "lesions.iou_threshold is 0.3 for ['B']; 0.5 for ['A']" in capsys.readouterr().err
+    # ...unless the ranking was told to: then the report carries the ranking's warning
+    assert main(["rank", str(mixed), "--out", str(ranking), "--bootstrap", "0",
+                 "--allow-mixed-options"]) == EXIT_OK
+    warnings = load_results(mixed).ranking_config["warnings"]
+    assert any("lesions.iou_threshold" in w for w in warnings)
+    record = json.loads((ranking / "ranking.json").read_text())
+    (ranking / "ranking.json").write_text(json.dumps({**record, "allow_mixed_options": False}))
+    assert main(["report", str(mixed), "--out", str(tmp_path / "r.html")]) == EXIT_INPUT
+    assert "different options: lesions.iou_threshold" in capsys.readouterr().err
 
 
 def test_rank_pins_ranks_and_means(results):

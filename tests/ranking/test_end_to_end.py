@@ -197,6 +197,10 @@ def test_holm_is_the_rank_default_and_none_is_selectable(tmp_path):
     sig = pd.read_csv(tmp_path / "n" / "significance.csv").set_index(["team", "other"])
     assert sig.loc[("a", "b"), "p_holm"] == pytest.approx(0.018016, abs=1e-6)
     assert json.loads((tmp_path / "n" / "ranking.json").read_text())["p_adjust"] == "none"
+    # rank_results (evaluate, the demo) adjusts by Holm too
+    rank_results(tmp_path / "t.csv", tmp_path / "api", n_bootstrap=0)
+    sig = pd.read_csv(tmp_path / "api" / "significance.csv").set_index(["team", "other"])
+    assert sig.loc[("a", "b"), "p_holm"] == pytest.approx(0.036032, abs=1e-6)
 
 
 def test_wilcoxon_tail_keeps_precision():
@@ -209,3 +213,97 @@ def test_wilcoxon_tail_keeps_precision():
     p = wilcoxon_better_p(v)
     assert 1e-36 < p[1, 0] < 1e-33
     assert p[0, 1] == pytest.approx(1.0)
+
+
+# challengeR's schemes (wiesenfa/challengeR, R/wrapper.R): rankThenAggregate = per task, rank
+# every case (rankNA2: ties "min", a missing value max + 1), aggregate the ranks (mean), rank;
+# aggregateThenRank = aggregate the values (FUN, after as.challenge's na.treat: a number
+# replaces a missing value, "na.rm" drops it), rank (min); testThenRank = aggregate by
+# "significance" (share of significant one-sided Wilcoxon wins), rank (min).  flare-eval
+# ranks each metric so (metric_ranks.csv) and combines the metrics by their mean rank.
+#
+#   organ_dsc   case 1  2    3       runtime (lower better, above the 15 s floor)
+#   a           0.9     0.1  0.2     20 20 20
+#   b           0.5     --   0.5     40 40 40    (b has no organ_dsc row for case 2)
+#   c           0.3     0.3  0.9     30 30 30
+SCHEME_ROWS = [
+    ("a", "1", "organ_dsc", 0.9), ("a", "2", "organ_dsc", 0.1), ("a", "3", "organ_dsc", 0.2),
+    ("b", "1", "organ_dsc", 0.5), ("b", "3", "organ_dsc", 0.5),
+    ("c", "1", "organ_dsc", 0.3), ("c", "2", "organ_dsc", 0.3), ("c", "3", "organ_dsc", 0.9),
+    *[(t, c, "runtime", v) for t, v in (("a", 20.0), ("b", 40.0), ("c", 30.0)) for c in "123"],
+]
+
+
+def _ranked(tmp_path: Path, rows: list, *options: str) -> tuple[dict, dict]:
+    """(metric -> team -> rank of metric_ranks.csv, team -> final rank) of ``rank`` on rows."""
+    table = tmp_path / "table.csv"
+    pd.DataFrame(rows, columns=["team", "case", "metric", "value"]).to_csv(table, index=False)
+    out = tmp_path / "-".join(o.strip("-") for o in options)
+    assert _run([str(table), "--out", str(out), "--bootstrap", "0", *options]) == 0
+    per = pd.read_csv(out / "metric_ranks.csv")
+    metric = {m: g.set_index("team")["rank"].to_dict() for m, g in per.groupby("metric")}
+    return metric, pd.read_csv(out / "leaderboard.csv").set_index("team")["rank"].to_dict()
+
+
+@pytest.mark.parametrize(("options", "dsc", "final"), [
+    # case ranks: 1: a1 b2 c3; 2: c1 a2, b missing max + 1 = 3; 3: c1 b2 a3.  Mean ranks
+    # a 2, b 7/3, c 5/3 -> c1 a2 b3; runtime a1 c2 b3; combined a 1.5, b 3, c 1.5
+    (("--scheme", "rank-then-aggregate"), {"c": 1, "a": 2, "b": 3}, {"a": 1, "c": 1, "b": 3}),
+    # na.rm: means a 0.4, b (0.5 + 0.5)/2 = 0.5, c 0.5 -> b1 c1 a3; combined a 2, b 2, c 1.5
+    (("--scheme", "aggregate-then-rank", "--na-treat", "drop"), {"b": 1, "c": 1, "a": 3},
+     {"c": 1, "a": 2, "b": 2}),
+    # na.treat = 0.8: b (0.5 + 0.8 + 0.5)/3 = 0.6 -> b1 c2 a3; combined a 2, b 2, c 2
+    (("--scheme", "aggregate-then-rank", "--na-treat", "0.8"), {"b": 1, "c": 2, "a": 3},
+     {"a": 1, "b": 1, "c": 1}),
+    # worst (the default, flare-eval's: the metric's worst value over every team and case,
+    # 0.1): b (0.5 + 0.1 + 0.5)/3 = 0.3667 -> c1 (0.5) a2 (0.4) b3; combined a 1.5, b 3, c 1.5
+    (("--scheme", "aggregate-then-rank"), {"c": 1, "a": 2, "b": 3}, {"a": 1, "c": 1, "b": 3}),
+    # median, na.rm: a median(0.9, 0.1, 0.2) = 0.2, b 0.5, c median(0.3, 0.3, 0.9) = 0.3
+    # -> b1 c2 a3; combined a 2, b 2, c 2
+    (("--scheme", "aggregate-then-rank", "--aggregate", "median", "--na-treat", "drop"),
+     {"b": 1, "c": 2, "a": 3}, {"a": 1, "b": 1, "c": 1}),
+])
+def test_challenger_schemes_on_a_hand_ranked_table(tmp_path, options, dsc, final):
+    metric, board = _ranked(tmp_path, SCHEME_ROWS, *options)
+    assert metric["organ_dsc"] == dsc
+    assert metric["runtime"] == {"a": 1, "c": 2, "b": 3}
+    assert board == final
+
+
+def test_test_then_rank_counts_significant_wins(tmp_path):
+    # 6 cases: a 0.9; b 0.9 - 0.05k and c 0.9 - 0.05(7 - k), k = 1..6.  a beats b and c in
+    # every case by distinct margins: one-sided p = Phi(-2.09657) = 0.018016 (see the Holm
+    # test); b against c: differences +-0.05, +-0.15, +-0.25, R+ = R- (not significant).
+    # Holm over the 6 ordered pairs: 6 x 0.018 = 0.108 > 0.05, no win, all tie; without the
+    # adjustment a has 2 wins, b and c none: a1 b2 c2
+    rows = [("a", f"k{k}", "organ_dsc", 0.9) for k in range(1, 7)]
+    rows += [("b", f"k{k}", "organ_dsc", 0.9 - 0.05 * k) for k in range(1, 7)]
+    rows += [("c", f"k{k}", "organ_dsc", 0.9 - 0.05 * (7 - k)) for k in range(1, 7)]
+    _, holm = _ranked(tmp_path, rows, "--scheme", "test-then-rank")
+    assert holm == {"a": 1, "b": 1, "c": 1}
+    _, none = _ranked(tmp_path, rows, "--scheme", "test-then-rank", "--p-adjust", "none")
+    assert none == {"a": 1, "b": 2, "c": 2}
+
+
+@pytest.mark.parametrize(("ties", "expected"), [
+    # one case, four teams: a 0.9, d 0.5, b and c missing.  Present ranks a1 d2; the two
+    # missing values are one last tie group after rank 2.  challengeR (rankNA2) defines it
+    # for min (2 + 1 = 3) and average (2 + mean(1:2) = 3.5) only; for max and first it
+    # leaves NA (R's rank(na.last="keep")).  flare-eval: max 2 + 2 = 4, first 3 and 4 in
+    # team order.
+    ("min", {"a": 1, "b": 3, "c": 3, "d": 2}),
+    ("average", {"a": 1, "b": 3.5, "c": 3.5, "d": 2}),
+    ("max", {"a": 1, "b": 4, "c": 4, "d": 2}),
+    ("first", {"a": 1, "b": 3, "c": 4, "d": 2}),
+])
+def test_ties_with_missing_values(tmp_path, ties, expected):
+    rows = [("a", "1", "organ_dsc", 0.9), ("d", "1", "organ_dsc", 0.5),
+            ("b", "2", "organ_dsc", 0.5)]  # b has a row elsewhere: case 1 is missing for b, c
+    rows.append(("c", "2", "organ_dsc", 0.4))
+    table = tmp_path / "t.csv"
+    pd.DataFrame(rows, columns=["team", "case", "metric", "value"]).to_csv(table, index=False)
+    assert _run([str(table), "--out", str(tmp_path / "o"), "--bootstrap", "0",
+                 "--ties", ties]) == 0
+    ranks = pd.read_csv(tmp_path / "o" / "case_ranks.csv", dtype={"case": str})
+    got = ranks[ranks["case"] == "1"].set_index("team")["rank"].to_dict()
+    assert got == expected

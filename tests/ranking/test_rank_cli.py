@@ -35,7 +35,7 @@ def test_rank_writes_every_output(tmp_path, rng, capsys):
     columns = {
         "ranking_table.csv": ["team", "case", "metric", "value"],
         "case_ranks.csv": ["team", "case", "metric", "value", "rank"],
-        "leaderboard.csv": ["rank", "team", "mean_rank", "organ_dsc", "runtime"],
+        "leaderboard.csv": ["rank", "team", "mean_rank", "organ_dsc", "runtime", "n_missing"],
         "bootstrap_kendall.csv": ["sample", "tau"],
         "bootstrap_ranks.csv": ["sample", "team", "rank"],
         "significance.csv": ["metric", "team", "other", "p_value", "p_holm", "significant"],

@@ -50,7 +50,8 @@ def test_flare_pooled_ranks_by_hand():
     ])
     ranking = rank_teams(table, metrics=(DSC, RUNTIME))
     board = ranking.leaderboard()
-    assert list(board.columns) == ["rank", "team", "mean_rank", "organ_dsc", "runtime"]
+    assert list(board.columns) == ["rank", "team", "mean_rank", "organ_dsc", "runtime",
+                                   "n_missing"]
     assert board["team"].tolist() == ["b", "a", "c"]
     assert board["rank"].tolist() == [1, 2, 3]
     assert board["mean_rank"].tolist() == pytest.approx([1.25, 1.75, 2.25])
@@ -76,8 +77,9 @@ def test_team_missing_a_whole_case_ranks_worst_there():
     cases = ranking.case_ranks().set_index(["team", "case"])
     assert np.isnan(cases.loc[("c", "2"), "value"])
     assert cases.loc[("c", "2"), "rank"] == 3
-    # mean of c's DSC over the cases it has
+    # mean of c's DSC over the cases it has, and the one value it lacks
     assert board.set_index("team").loc["c", "organ_dsc"] == pytest.approx(0.7)
+    assert board.set_index("team")["n_missing"].to_dict() == {"a": 0, "b": 0, "c": 1}
 
 
 def test_one_team_and_all_equal_values():
