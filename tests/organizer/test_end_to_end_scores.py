@@ -63,6 +63,7 @@ from flare_eval.cli.main import main
 from flare_eval.errors import EXIT_INPUT, EXIT_OK, EXIT_PARTIAL
 from flare_eval.presets import FLARE23
 from flare_eval.report import load_results
+from tests.conftest import require_module
 
 SHAPE = (16, 16, 8)
 ORGANS = [FLARE23.class_info(label).name for label in FLARE23.organ_labels]
@@ -310,3 +311,28 @@ def test_runs_measured_with_another_gpu_tolerance_are_refused(results, tmp_path,
                      "--gpu-tolerance", "2048"]) == EXIT_OK
     finally:
         (results / "A" / "runner.json").unlink()
+
+
+def test_lesion_nsd_uses_the_2_mm_tolerance(tmp_path):
+    # a lesion [4:8, 4:8, 0:3] predicted 3 voxels (3 mm) off along x: overlap 1 x 4 x 3 = 12,
+    # DSC 24/96 = 0.25 (above the 0.1 NSD threshold); surface points lie 0 to 3 mm apart, so
+    # the NSD depends on the tolerance: DeepMind's surface-distance gives the oracle at
+    # FLARE23's lesion tolerance, 2 mm
+    surface_distance = require_module("surface_distance")
+    reference = np.zeros(SHAPE, np.uint8)
+    reference[4:8, 4:8, 0:3] = 14
+    prediction = np.zeros(SHAPE, np.uint8)
+    prediction[7:11, 4:8, 0:3] = 14
+    for folder, data in (("gt", reference), ("pred", prediction)):
+        (tmp_path / folder).mkdir()
+        _save(tmp_path / folder / "case.nii.gz", data)
+    assert main(["score", "--pred", str(tmp_path / "pred"), "--gt", str(tmp_path / "gt"),
+                 "--out", str(tmp_path / "out")]) == EXIT_OK
+    distances = surface_distance.compute_surface_distances(reference == 14, prediction == 14,
+                                                           (1.0, 1.0, 1.0))
+    at_2mm = surface_distance.compute_surface_dice_at_tolerance(distances, 2.0)
+    at_3mm = surface_distance.compute_surface_dice_at_tolerance(distances, 3.0)
+    assert round(at_2mm, 4) != round(at_3mm, 4)  # the case tells the tolerances apart
+    row = pd.read_csv(tmp_path / "out" / "per_case.csv").set_index("Name").loc["case.nii.gz"]
+    assert row["Lesion_DSC"] == 0.25
+    assert row["Lesion_NSD"] == pytest.approx(np.round(at_2mm, 4), abs=1e-12)

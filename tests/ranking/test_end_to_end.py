@@ -307,3 +307,14 @@ def test_ties_with_missing_values(tmp_path, ties, expected):
     ranks = pd.read_csv(tmp_path / "o" / "case_ranks.csv", dtype={"case": str})
     got = ranks[ranks["case"] == "1"].set_index("team")["rank"].to_dict()
     assert got == expected
+
+
+def test_bootstrap_default_is_1000_samples(tmp_path):
+    # the FLARE 2023 paper's 1000 bootstrap samples, from the CLI and from rank_results
+    table = tmp_path / "table.csv"
+    pd.DataFrame(SCHEME_ROWS, columns=["team", "case", "metric", "value"]).to_csv(table, index=False)
+    assert _run([str(table), "--out", str(tmp_path / "cli")]) == 0
+    rank_results(table, tmp_path / "api")
+    for out in ("cli", "api"):
+        assert len(pd.read_csv(tmp_path / out / "bootstrap_kendall.csv")) == 1000
+        assert json.loads((tmp_path / out / "ranking.json").read_text())["n_bootstrap"] == 1000

@@ -206,3 +206,18 @@ def test_leaderboard_numbers_have_one_format_per_column() -> None:
     assert [cells[(0, c)] for c in range(6)] == [
         "Rank", "Team", "Mean rank", "Organ DSC", "Runtime (s)", "GPU AUC (MiB·s)"]
     assert [cells[(1, c)] for c in range(6)] == ["1", "a", "1.000", "0.9497", "40.2", "174,040"]
+
+
+def test_organ_figure_groups_as_the_paper():
+    # FLARE23 paper's groups: large solid (liver, kidneys, spleen, pancreas, stomach), small
+    # (gallbladder, adrenal glands), tubular (esophagus, aorta, IVC, duodenum)
+    organs = [c.name for c in FLARE23.classes if c.label != FLARE23.lesion_label]
+    table = pd.DataFrame({"team": "a", "class": organs, "metric": "dsc", "value": 0.9})
+    figure = organ_figure(table, ["a"])
+    panels = {ax.get_title(): sorted(t.get_text() for t in ax.get_xticklabels())
+              for ax in figure.axes if ax.get_title()}
+    assert panels == {
+        "Large solid organs": ["LK", "Liver", "Pancreas", "RK", "Spleen", "Stomach"],
+        "Small organs": ["Gallbladder", "LAG", "RAG"],
+        "Tubular organs": ["Aorta", "Duodenum", "Esophagus", "IVC"],
+    }

@@ -207,3 +207,49 @@ def test_a_full_disk_stops_the_run_once_and_it_resumes(tmp_path, make_inputs, su
         assert [r["status"] for r in records] == ["ok"] * 5
     finally:
         subprocess.run(["umount", "-l", str(out)])
+
+
+class FixedSamplesBackend:
+    """Copies the input as the prediction and reports given samples and wall time."""
+
+    def __init__(self, samples, time_s: float) -> None:
+        self.samples, self.time_s = samples, time_s
+
+    def describe(self):
+        return {"backend": "fixed"}
+
+    def run_case(self, inputs_dir, outputs_dir, *, timeout_s, sampler, name):
+        (image,) = list(inputs_dir.iterdir())
+        shutil.copy(image, outputs_dir / f"{name}.nii.gz")
+        return Execution(0, False, False, self.time_s, b"", b"", self.samples)
+
+
+def test_efficiency_numbers_end_to_end_into_the_ranking(tmp_path, make_inputs):
+    from flare_eval.ranking import rank_results
+    from flare_eval.runner.sampler import Samples
+
+    # three GPU samples 0.1 s apart: 5000, 5000, 6007 MiB
+    # - official AUC_GPU_Time = round((5000 + 5000 + 6007) * 0.1) = round(1600.7) = 1601
+    #   (a truncation would give 1600); MaxGPU_Mem 6007; Time 12.3456 s -> 12.35
+    # - ranked area over the preset's 4096 MiB, each sample held until the next and the last
+    #   for one 0.1 s period: (904 + 904 + 1911) * 0.1 = 371.9 MiB*s (2048 MiB: 986.3; the
+    #   last sample not held: 180.8; a 0.2 s period: 563.0)
+    samples = Samples(t_s=(0.0, 0.1, 0.2), gpu_memory_mib=(5000.0, 5000.0, 6007.0),
+                      gpu_process_mib=None, cpu_list=((10.0, 10.0, 80.0),), ram_mib=(100.0,))
+    run_submission(FixedSamplesBackend(samples, 12.3456), make_inputs(["c1"]), tmp_path,
+                   team="t", progress=False)
+    efficiency = pd.read_csv(tmp_path / "t" / "t_Efficiency.csv").iloc[0]
+    assert efficiency["AUC_GPU_Time"] == 1601 and efficiency["MaxGPU_Mem"] == 6007
+    assert efficiency["Time"] == 12.35
+    runs = pd.read_csv(tmp_path / "t" / "runs.csv").iloc[0]
+    assert runs["auc_gpu_over_tolerance_mibs"] == pytest.approx(371.9)
+    assert runs["auc_gpu_mibs"] == 1601 and runs["time_s"] == 12.3456
+    # the ranking takes the over-tolerance area and the raw time, as runs.csv has them
+    names = ["Name"] + [f"{c}_{m}" for m in ("DSC", "NSD") for c in
+                        ("Liver", "RK", "Spleen", "Pancreas", "Aorta", "IVC", "RAG", "LAG",
+                         "Gallbladder", "Esophagus", "Stomach", "Duodenum", "LK", "Lesion")]
+    pd.DataFrame([["c1.nii.gz"] + [1.0] * 28], columns=names).to_csv(
+        tmp_path / "t" / "per_case.csv", index=False)
+    out = rank_results(tmp_path, tmp_path / "ranking", n_bootstrap=0).out_dir
+    table = pd.read_csv(out / "ranking_table.csv").set_index("metric")["value"]
+    assert table["gpu_auc"] == pytest.approx(371.9) and table["runtime"] == 12.3456
