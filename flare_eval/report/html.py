@@ -95,7 +95,9 @@ def report_figures(tables: ReportTables, *, top: int = 5) -> list[ReportFigure]:
          "Each case's organ DSC of every team placed at the team's rank in that case.",
          lambda: rk.podium_figure(tables.case_ranks, board), tables.case_ranks),
         ("significance", "Significance maps",
-         "One-sided paired Wilcoxon signed-rank tests, Holm-adjusted.",
+         "One-sided paired Wilcoxon signed-rank tests, "
+         + ("Holm-adjusted" if tables.ranking_config.get("p_adjust", "holm") == "holm"
+            else "not adjusted") + f", significant when p <= {tables.ranking_config.get('alpha', 0.05):g}.",
          lambda: rk.significance_figure(tables.significance, board), tables.significance),
         ("organs", f"Per-organ accuracy of the top {len(shown)} teams",
          "Per-case DSC and NSD of each organ, grouped as in the FLARE23 paper.",

@@ -282,8 +282,10 @@ def test_report_shows_the_ranked_numbers(results, tmp_path):
     assert [r[:3] for r in rows] == [["1", "A", "1.083"], ["2", "C", "1.667"], ["3", "B", "1.833"]]
     assert rows[1][3] == "0.4615" and rows[2][3] == "0.4904"
     assert "2005.0" in rows[0] and "2020.0" in rows[2]
-    # the tolerance lines are the ranking's
+    # the tolerance lines and the tests are the ranking's
     assert "(15 s, 4096 MiB)" in text
+    assert "Holm-adjusted, significant when p &lt;= 0.05" in text
+    assert "<th>Missing values</th>" in text
 
 
 def test_nan_organ_is_left_out_for_every_team(challenge, tmp_path):
