@@ -318,3 +318,17 @@ def test_bootstrap_default_is_1000_samples(tmp_path):
     for out in ("cli", "api"):
         assert len(pd.read_csv(tmp_path / out / "bootstrap_kendall.csv")) == 1000
         assert json.loads((tmp_path / out / "ranking.json").read_text())["n_bootstrap"] == 1000
+
+
+def test_p_equal_to_alpha_is_significant(tmp_path):
+    # one case, a 0.9 > b 0.8: n = 1, R+ = 1, mu = 1*2/4 = 0.5, sigma = sqrt(1*2*3/24) = 0.5,
+    # z = (1 - 0.5 - 0.5)/0.5 = 0: p = 0.5 exactly.  At --alpha 0.5, p <= alpha counts
+    # (challengeR's decision rule): a has one significant win, b none
+    rows = [("a", "1", "organ_dsc", 0.9), ("b", "1", "organ_dsc", 0.8)]
+    _, board = _ranked(tmp_path, rows, "--scheme", "test-then-rank", "--alpha", "0.5",
+                       "--p-adjust", "none")
+    assert board == {"a": 1, "b": 2}
+    sig = pd.read_csv(tmp_path / "scheme-test-then-rank-alpha-0.5-p-adjust-none" /
+                      "significance.csv").set_index(["team", "other"])
+    assert sig.loc[("a", "b"), "p_value"] == 0.5
+    assert bool(sig.loc[("a", "b"), "significant"]) is True
