@@ -150,3 +150,11 @@ def test_demo_prints_the_leaderboard_and_how_to_open_the_report(
     assert f"  Linux:   xdg-open {report}" in lines
     assert f"  macOS:   open {report}" in lines
     assert f'  Windows: start "" "{report}"' in lines
+
+
+@pytest.mark.parametrize("verb", ["run", "evaluate"])
+def test_no_timeout_by_default(verb):
+    # the official harness had no timeout: a slow case is measured, not killed
+    required = {"run": ["--inputs", "i", "--out", "o"],
+                "evaluate": ["--submissions", "s", "--images", "i", "--labels", "l", "--out", "o"]}
+    assert build_parser().parse_args([verb, *required[verb]]).timeout is None

@@ -332,3 +332,16 @@ def test_p_equal_to_alpha_is_significant(tmp_path):
                       "significance.csv").set_index(["team", "other"])
     assert sig.loc[("a", "b"), "p_value"] == 0.5
     assert bool(sig.loc[("a", "b"), "significant"]) is True
+
+
+def test_rank_results_default_na_treat_is_worst(tmp_path):
+    # as the CLI's default above: b's missing case-2 DSC is the worst value 0.1, so b's mean
+    # (0.5 + 0.1 + 0.5)/3 = 0.3667 ranks it last (c 0.5, a 0.4)
+    table = tmp_path / "table.csv"
+    pd.DataFrame(SCHEME_ROWS, columns=["team", "case", "metric", "value"]).to_csv(table, index=False)
+    out = rank_results(table, tmp_path / "o", scheme="aggregate-then-rank", n_bootstrap=0).out_dir
+    per = pd.read_csv(out / "metric_ranks.csv")
+    assert per[per["metric"] == "organ_dsc"].set_index("team")["rank"].to_dict() == {
+        "a": 2, "b": 3, "c": 1}
+    assert json.loads((out / "ranking.json").read_text())["na_treat"] == "worst"
+
