@@ -12,14 +12,17 @@ nibabel's RAS affine), so every check below applies to them unchanged.
 
 from __future__ import annotations
 
+import gzip
 import io
 import warnings
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import isal.igzip
-from isal.igzip_lib import IsalError
+from isal import isal_zlib
+from isal.igzip_lib import DECOMP_DEFLATE, IgzipDecompressor, IsalError
 import nibabel as nib
 import numpy as np
 from numpy.typing import NDArray
@@ -33,6 +36,8 @@ __all__ = [
     "ImageVolume",
     "LabelVolume",
     "LabelWarning",
+    "ReadWarning",
+    "ShapeMismatch",
     "read_image",
     "read_label",
     "write_label",
@@ -80,69 +85,255 @@ class LabelVolume(ImageVolume):
         return view, self.spacing_mm[::-1]
 
 
-def _inflate(path: Path) -> bytes:
+# A NIfTI-2 header (540 bytes) and its 4-byte extension flag: every header field is in here
+_HEADER_BYTES = 544
+_NIFTI1_HEADER_BYTES = 348
+# Exceptions of a damaged gzip stream (IsalError for ISA-L's own checks)
+_GZIP_ERRORS = (OSError, EOFError, zlib.error, ValueError, IsalError)
+
+
+class ShapeMismatch(InputError):
+    """A volume's header declares another shape than the one asked for (found before any voxel
+    is inflated)."""
+
+    def __init__(self, path: Path, found: tuple[int, ...], expected: tuple[int, ...]) -> None:
+        super().__init__(f"{path}: shape {found} differs from the reference's {expected}")
+        self.found, self.expected = found, expected
+
+
+class ReadWarning(UserWarning):
+    """A file read the way nibabel reads it, although its gzip stream is damaged after the voxels
+    (no trailer, a wrong checksum, trailing bytes): the official scorer scores such a file."""
+
+
+def _parse_header(head: bytes, path: Path) -> tuple[nib.Nifti1Header, NDArray[np.float32]]:
+    """The checked header and the raw pixdim[1:4] (nibabel turns a zero pixdim into 1 while
+    checking; the unchecked header tells)."""
+    for klass in (nib.Nifti1Header, nib.Nifti2Header):
+        try:
+            header = klass.from_fileobj(io.BytesIO(head))
+            raw_pixdim = klass.from_fileobj(io.BytesIO(head), check=False)["pixdim"][1:4]
+            return header, raw_pixdim
+        except Exception:  # nibabel raises several types for a foreign header; try the next format
+            continue
+    raise InputError(f"{path}: unreadable NIfTI header (neither NIfTI-1 nor NIfTI-2)")
+
+
+# Deflate's largest ratio (a 258-byte match in under 2 bits): no stream of n bytes inflates to
+# more than ~1032 n, so a header asking for more is truncated whatever the stream holds
+_DEFLATE_MAX_RATIO = 1032
+_FTEXT, _FHCRC, _FEXTRA, _FNAME, _FCOMMENT = 1, 2, 4, 8, 16
+
+
+def _member_start(raw: memoryview, pos: int) -> int:
+    """Where the deflate data of the gzip member at ``pos`` begins (RFC 1952 header).
+
+    Parsed here because the stdlib and ISA-L readers check the trailer as soon as they reach
+    it, while nibabel's reader stops at the last voxel and never does.
+    """
+    if bytes(raw[pos:pos + 3]) != b"\x1f\x8b\x08":
+        raise gzip.BadGzipFile(f"no gzip member at byte {pos}")  # named by the caller
+    flags, pos = raw[pos + 3], pos + 10
+    if flags & _FEXTRA:
+        pos += 2 + int.from_bytes(raw[pos:pos + 2], "little")
+    for flag in (_FNAME, _FCOMMENT):
+        if flags & flag:
+            end = bytes(raw[pos:]).find(b"\0")
+            if end < 0:
+                raise EOFError("gzip header ends inside a name")
+            pos += end + 1
+    if flags & _FHCRC:
+        pos += 2
+    if pos > len(raw):
+        raise EOFError("gzip header ends early")
+    return pos
+
+
+class _GzipReader:
+    """Inflate a gzip file's bytes as nibabel's reader does: member after member, no trailer
+    checked on the way, and nothing inflated beyond what is asked for; :meth:`end_note` says
+    afterwards whether the stream ended cleanly."""
+
+    def __init__(self, raw: memoryview) -> None:
+        self._raw, self._at = raw, _member_start(raw, 0)
+        self._member()
+        self._trailer_ok = True
+        self._finished = False  # no more voxel bytes: the last member (or the file) ended
+        self._after = b""  # bytes after the last member's trailer
+
+    def _member(self) -> None:
+        # raw deflate, ISA-L's (faster than zlib): the gzip trailer is read by _next_member
+        self._inflater = IgzipDecompressor(flag=DECOMP_DEFLATE)
+        self._crc = self._size = 0
+
+    def _inflate(self, most: int) -> bytes:
+        """Up to ``most`` bytes of the member (b"" where it needs input and the file ended)."""
+        data: bytes | memoryview = b""
+        if self._inflater.needs_input:
+            data, self._at = self._raw[self._at:], len(self._raw)  # a view: no copy
+            if not data:
+                return b""
+        piece = self._inflater.decompress(data, most)
+        self._crc, self._size = isal_zlib.crc32(piece, self._crc), self._size + len(piece)
+        return piece
+
+    def read(self, n: int) -> bytes | bytearray:
+        """``n`` bytes, fewer only where the data ends.  One member gives them in one piece,
+        used as it is; the pieces of several members (bgzip) are joined."""
+        pieces, got = [], 0
+        while got < n and not self._finished:
+            piece = self._inflate(n - got)
+            pieces.append(piece)
+            got += len(piece)
+            if self._inflater.eof:
+                self._next_member()
+            elif not piece and self._inflater.needs_input and self._at >= len(self._raw):
+                self._finished, self._trailer_ok = True, False  # the file ends mid-stream
+        if len(pieces) == 1:
+            return pieces[0]
+        return b"".join(pieces)
+
+    def _next_member(self) -> None:
+        # offsets into the file, not copies of its rest: a bgzip file has a member per 64 KiB
+        rest = self._at - len(self._inflater.unused_data)
+        trailer = ((self._crc & 0xFFFFFFFF).to_bytes(4, "little")
+                   + (self._size & 0xFFFFFFFF).to_bytes(4, "little"))
+        self._trailer_ok = self._trailer_ok and bytes(self._raw[rest:rest + 8]) == trailer
+        after = rest + 8
+        if bytes(self._raw[after:after + 3]) == b"\x1f\x8b\x08":
+            self._at = _member_start(self._raw, after)
+            self._member()
+        else:
+            self._finished, self._after = True, bytes(self._raw[after:])
+
+    def end_note(self) -> str | None:
+        """What follows the bytes read, where it is not a clean end of the stream."""
+        if not self._finished:
+            while not self._inflater.eof:
+                if self._inflate(1):
+                    return "its gzip stream holds more data than the header's voxels (ignored)"
+                if self._inflater.needs_input and self._at >= len(self._raw):
+                    return "its gzip stream ends without its trailer"
+            self._next_member()
+            if not self._finished:
+                return "its gzip stream holds another member after the voxels (ignored)"
+        if not self._trailer_ok:
+            return "its gzip trailer is missing or does not match the data (checksum or length)"
+        if self._after.strip(b"\0"):  # zero padding: gzip readers skip it
+            return f"{len(self._after)} bytes that are not gzip follow its stream (ignored)"
+        return None
+
+
+class _PlainReader:
+    """An uncompressed file's bytes, with the same two methods as :class:`_GzipReader`."""
+
+    def __init__(self, raw: memoryview) -> None:
+        self._raw = raw
+
+    def read(self, n: int) -> bytes | memoryview:
+        return self._raw[:n]
+
+    def end_note(self) -> str | None:
+        return None
+
+
+def _load(path: StrPath, shape: tuple[int, ...] | None = None
+          ) -> tuple[NDArray[np.generic], Spacing, NDArray[np.float64], Path]:
+    """``(data, spacing, affine, path)``; ``.mha`` / ``.nrrd`` through
+    :func:`~flare_eval.io.itk.load_itk` (``shape`` checked after reading), NIfTI by
+    :func:`_load_nifti`."""
+    path = Path(path)
+    if is_itk_file(path):
+        data, spacing, affine = load_itk(path)
+        if shape is not None and data.shape != tuple(shape):
+            raise ShapeMismatch(path, data.shape, tuple(shape))
+        return data, spacing, affine, path
+    return _load_nifti(path, shape)
+
+
+def _load_nifti(path: Path, shape: tuple[int, ...] | None
+                ) -> tuple[NDArray[np.generic], Spacing, NDArray[np.float64], Path]:
+    """Read the header, check it, then inflate exactly the bytes it needs, as nibabel does.
+
+    Only the header's bytes are inflated before the checks (3D, data type, and ``shape`` when
+    given), so a gzip bomb whose header declares another shape costs nothing; the voxels are
+    inflated into one buffer of the header's size, never beyond it.  The voxel array is a
+    zero-copy view on that buffer.
+    """
     try:
-        raw = path.read_bytes()
+        raw = memoryview(path.read_bytes())
     except FileNotFoundError:
         raise InputError(f"{path}: no such file") from None
     except OSError as err:
         raise InputError(f"{path}: cannot be read ({err.strerror})") from None
-    if raw[:2] != b"\x1f\x8b":
-        if path.name.endswith(".gz"):
-            raise InputError(f"{path}: named .gz but is not gzip-compressed (first bytes {raw[:4]!r})")
-        return raw
+    gzipped = bytes(raw[:2]) == b"\x1f\x8b"
+    if not gzipped and path.name.endswith(".gz"):
+        raise InputError(f"{path}: named .gz but is not gzip-compressed "
+                         f"(first bytes {bytes(raw[:4])!r})")
     try:
-        return isal.igzip.decompress(raw)
-    except (OSError, EOFError, zlib.error, ValueError, IsalError) as err:
+        reader: _GzipReader | _PlainReader
+        # the header from a reader of its own: the voxels' reader then gives the file's first
+        # bytes in one piece, on which the array is a view
+        head = bytes((_GzipReader(raw) if gzipped else _PlainReader(raw)).read(_HEADER_BYTES))
+        if gzipped and len(head) < _NIFTI1_HEADER_BYTES:
+            raise EOFError(f"the stream ends after {len(head)} bytes, inside the header")
+        header, raw_pixdim = _parse_header(bytes(head), path)
+        found = tuple(int(n) for n in header.get_data_shape())
+        if len(found) == 4 and found[3] == 1:
+            found = found[:3]
+        if len(found) != 3:
+            raise InputError(
+                f"{path}: expected a 3D volume, got {len(found)}D with shape {found}",
+                hint="FLARE cases are single 3D volumes",
+            )
+        if shape is not None and found != tuple(shape):
+            raise ShapeMismatch(path, found, tuple(shape))
+        dtype = np.dtype(header.get_data_dtype())
+        if dtype.kind not in "iubf" or dtype.itemsize > 8:
+            raise InputError(f"{path}: unsupported data type {dtype} (integers or floats of "
+                             "at most 8 bytes)")
+        offset = int(header.get_data_offset())
+        needed = offset + int(np.prod(found)) * dtype.itemsize
+        most = len(raw) * (_DEFLATE_MAX_RATIO if gzipped else 1)
+        if needed > most:  # refused before a buffer of the header's size is made
+            raise InputError(f"{path}: truncated voxel data (the header needs {needed} bytes, "
+                             f"a file of {len(raw)} bytes cannot hold them)")
+        reader = _GzipReader(raw) if gzipped else _PlainReader(raw)
+        buffer = reader.read(needed)
+        got = len(buffer)
+        damage = reader.end_note() if got >= needed else None
+    except InputError:
+        raise  # a ValueError too, but the file's own problem, not the stream's
+    except MemoryError:
+        raise InputError(f"{path}: its {needed} bytes of voxels do not fit in memory") from None
+    except _GZIP_ERRORS as err:
         raise InputError(
             f"{path}: corrupt or truncated gzip stream ({err})",
             hint="re-export the file; a partial copy or an interrupted write looks like this",
         ) from None
-
-
-def _load(path: StrPath) -> tuple[NDArray[np.generic], Spacing, NDArray[np.float64], Path]:
-    """``(data, spacing, affine, path)``: NIfTI parsed by nibabel with the voxels viewed on the
-    inflated bytes without a copy; ``.mha`` / ``.nrrd`` through :func:`~flare_eval.io.itk.load_itk`."""
-    path = Path(path)
-    if is_itk_file(path):
-        return (*load_itk(path), path)
-    raw = _inflate(path)
-    image = None
-    for klass in (nib.Nifti1Image, nib.Nifti2Image):
-        try:
-            image = klass.from_bytes(raw)
-            break
-        except Exception:  # nibabel raises several types for a foreign header; try the next format
-            continue
-    if image is None:
-        raise InputError(f"{path}: unreadable NIfTI header (neither NIfTI-1 nor NIfTI-2)")
-    proxy = image.dataobj
-    shape = tuple(int(n) for n in proxy.shape)
-    if len(shape) == 4 and shape[3] == 1:
-        shape = shape[:3]
-    if len(shape) != 3:
+    if got < needed and gzipped:
         raise InputError(
-            f"{path}: expected a 3D volume, got {len(shape)}D with shape {shape}",
-            hint="FLARE cases are single 3D volumes",
+            f"{path}: corrupt or truncated gzip stream (it ends after {got} of the {needed} bytes "
+            "the header needs)",
+            hint="re-export the file; a partial copy or an interrupted write looks like this",
         )
-    dtype = np.dtype(proxy.dtype)
-    needed = proxy.offset + int(np.prod(shape)) * dtype.itemsize
-    if len(raw) < needed:
-        raise InputError(
-            f"{path}: truncated voxel data ({len(raw)} bytes, header needs {needed})"
-        )
-    data = np.ndarray(shape, dtype=dtype, buffer=raw, offset=proxy.offset, order=proxy.order)
-    slope, inter = proxy.slope, proxy.inter
+    if got < needed:
+        raise InputError(f"{path}: truncated voxel data ({got} bytes, header needs {needed})")
+    if damage:
+        warnings.warn(f"{path}: {damage}; read as nibabel (and the official scorer) reads it",
+                      ReadWarning, stacklevel=3)
+    data = np.ndarray(found, dtype=dtype, buffer=buffer, offset=offset, order="F")
+    slope, inter = header.get_slope_inter()  # None where the header asks for no scaling
+    slope, inter = 1.0 if slope is None else slope, 0.0 if inter is None else inter
     if (slope, inter) != (1.0, 0.0):
         data = data * np.float64(slope) + np.float64(inter)
-    # nibabel silently turns a zero pixdim into 1 while parsing; the unchecked header tells
-    raw_pixdim = type(image.header).from_fileobj(io.BytesIO(raw), check=False)["pixdim"][1:4]
     if not all(np.isfinite(z) and z > 0 for z in raw_pixdim):
         raise InputError(
             f"{path}: voxel spacing must be three positive numbers, got {raw_pixdim.tolist()}"
         )
-    spacing = tuple(float(np.float32(z)) for z in image.header.get_zooms()[:3])
-    return data, spacing, image.affine.astype(np.float64), path  # type: ignore[return-value]
+    spacing = tuple(float(np.float32(z)) for z in header.get_zooms()[:3])
+    # the voxel-to-world matrix nibabel gives the image of this header (``image.affine``)
+    return data, spacing, header.get_best_affine().astype(np.float64), path  # type: ignore[return-value]
 
 
 def read_image(path: StrPath) -> ImageVolume:
@@ -166,7 +357,8 @@ def read_image(path: StrPath) -> ImageVolume:
     return ImageVolume(data=data, spacing_mm=spacing, affine=affine, path=p)
 
 
-def read_label(path: StrPath, *, max_label: int = 255) -> LabelVolume:
+def read_label(path: StrPath, *, max_label: int = 255,
+               shape: tuple[int, ...] | None = None) -> LabelVolume:
     """Read a label volume as uint8 class ids, checking that it is a proper label map.
 
     Parameters
@@ -177,6 +369,9 @@ def read_label(path: StrPath, *, max_label: int = 255) -> LabelVolume:
         Largest label of the map.  Values above it (and negative ones) are outside the map: the
         official scorer ignores them, so they are set to 0 (background) with a
         :class:`LabelWarning` that names the file and the values.
+    shape
+        The shape the volume must have (the reference's, for a prediction): checked on the
+        header before any voxel is inflated, so a file declaring a larger volume costs nothing.
 
     Returns
     -------
@@ -188,6 +383,15 @@ def read_label(path: StrPath, *, max_label: int = 255) -> LabelVolume:
     InputError
         As :func:`read_image`, plus NaN or infinite values, and non-integer values (the official
         scorer would silently truncate 1.7 to 1; flare-eval refuses to guess).
+        :class:`ShapeMismatch` when ``shape`` is given and the header declares another.
+
+    Warns
+    -----
+    LabelWarning
+        Values outside the label map.
+    ReadWarning
+        A gzip stream damaged after the voxels (missing trailer, wrong checksum, trailing
+        data): read as nibabel reads it.
 
     Examples
     --------
@@ -197,7 +401,7 @@ def read_label(path: StrPath, *, max_label: int = 255) -> LabelVolume:
     >>> read_label(path).data.sum()
     np.uint64(6)
     """
-    data, spacing, affine, p = _load(path)
+    data, spacing, affine, p = _load(path, shape)
     if data.dtype.kind == "f":
         if not np.isfinite(data).all():
             raise InputError(f"{p}: label volume holds NaN or infinite values")
@@ -207,8 +411,6 @@ def read_label(path: StrPath, *, max_label: int = 255) -> LabelVolume:
                 f"{p}: label volume holds non-integer values, e.g. {bad.tolist()}",
                 hint="labels must be whole numbers; the official scorer would truncate them",
             )
-    elif data.dtype.kind not in "iub":
-        raise InputError(f"{p}: label volume has unsupported data type {data.dtype}")
     # min/max are SIMD reductions: cheap next to anything that compares every voxel to the map
     low, high = (0, int(data.max())) if data.dtype == np.uint8 else (data.min(), data.max())
     if low < 0 or high > max_label:

@@ -114,20 +114,22 @@ def check_prediction(prediction: Path, input_image: Path) -> str | None:
     import nibabel as nib
     from nibabel.filebasedimages import ImageFileError
 
-    from flare_eval.io import LabelWarning, read_label
+    from flare_eval.io import ShapeMismatch, read_label
 
     try:
         expected = tuple(nib.load(input_image).shape[:3])  # the header: no need to inflate the CT
     except (ImageFileError, OSError, EOFError, ValueError) as err:
         raise InputError(f"--inputs {input_image}: unreadable NIfTI header ({err})") from None
     try:
+        # label and read warnings are the scorer's to report; the shape is checked on the
+        # header, before a gzip bomb could be inflated
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore", LabelWarning)
-            shape = read_label(prediction).data.shape
+            warnings.simplefilter("ignore")
+            read_label(prediction, shape=expected)
+    except ShapeMismatch as err:
+        return f"{prediction.name} has shape {err.found}, the input has {expected}"
     except InputError as err:
         return f"{prediction.name} is not a readable label volume ({err.message})"
-    if shape != expected:
-        return f"{prediction.name} has shape {shape}, the input has {expected}"
     return None
 
 

@@ -11,13 +11,14 @@ presented as final.
 
 from __future__ import annotations
 
+
 import json
 import os
 import shutil
 import time
 from collections.abc import Callable
 from concurrent.futures import Executor, ProcessPoolExecutor, as_completed
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -72,20 +73,30 @@ class ScoreRun:
         return [r for r in self.records if r.status != "ok"]
 
 
-def _volume_files(role: str, folder: Path) -> dict[str, Path]:
-    """Volume files of ``folder`` by case id; two files of one case (``a.nii.gz`` and ``a.mha``)
-    are refused rather than one picked."""
+def _volume_files(role: str, folder: Path) -> tuple[dict[str, Path], dict[str, str]]:
+    """Volume files of ``folder`` by case id, and a note for each id with two files.
+
+    A ``<id>.nii.gz`` beside another file of the case (``<id>.nii``, ``<id>.mha``...) is taken,
+    as the official scorer opens that name, and the note names the file left out; two files of
+    one case without a ``.nii.gz`` are refused rather than one picked.
+    """
     files: dict[str, Path] = {}
+    notes: dict[str, str] = {}
     for path in sorted(folder.iterdir()):
         if not (path.is_file() and is_volume_file(path.name)):
             continue
         case = case_id(path)
         if case in files:
-            raise InputError(
-                f"{role} folder {folder} holds two files of case {case}: {files[case].name} and "
-                f"{path.name}", hint="keep one file per case")
+            kept, left = sorted((files[case], path), key=lambda p: not p.name.endswith(".nii.gz"))
+            if not kept.name.endswith(".nii.gz"):
+                raise InputError(
+                    f"{role} folder {folder} holds two files of case {case}: {files[case].name} "
+                    f"and {path.name}", hint="keep one file per case")
+            notes[case] = (f"{folder} holds both {kept.name} and {left.name}: scored {kept.name}, "
+                           f"left out {left.name}")
+            path = kept
         files[case] = path
-    return files
+    return files, notes
 
 
 def _refuse_image_folder(role: str, folder: Path, files: dict[str, Path], *,
@@ -108,7 +119,8 @@ def _refuse_image_folder(role: str, folder: Path, files: dict[str, Path], *,
     )
 
 
-def pair_files(pred_dir: Path, gt_dir: Path) -> tuple[list[tuple[Path, Path | None]], list[str]]:
+def pair_files(pred_dir: Path, gt_dir: Path
+               ) -> tuple[list[tuple[Path, Path | None]], list[str], dict[str, str]]:
     """Pair every reference with the prediction of the same case id.
 
     Returns
@@ -117,6 +129,8 @@ def pair_files(pred_dir: Path, gt_dir: Path) -> tuple[list[tuple[Path, Path | No
         ``(reference, prediction or None)`` in case-id order.
     extra
         Prediction file names with no reference (ignored, reported).
+    ambiguous
+        A note per case id with both a ``.nii.gz`` and a ``.nii`` file in either folder.
 
     Raises
     ------
@@ -126,15 +140,24 @@ def pair_files(pred_dir: Path, gt_dir: Path) -> tuple[list[tuple[Path, Path | No
     for role, folder in (("--gt", gt_dir), ("--pred", pred_dir)):
         if not folder.is_dir():
             raise InputError(f"{role} folder {folder} does not exist or is not a folder")
-    references = _volume_files("--gt", gt_dir)
+    references, ambiguous = _volume_files("--gt", gt_dir)
     if not references:
         raise InputError(f"--gt folder {gt_dir} holds no {' / '.join(LABEL_EXTENSIONS)} file")
-    predictions = _volume_files("--pred", pred_dir)
+    predictions, pred_ambiguous = _volume_files("--pred", pred_dir)
+    for case, note in pred_ambiguous.items():
+        ambiguous[case] = f"{ambiguous[case]}; {note}" if case in ambiguous else note
     _refuse_image_folder("--gt", gt_dir, references, matched=set())
     _refuse_image_folder("--pred", pred_dir, predictions, matched=set(references))
     pairs = [(path, predictions.get(case)) for case, path in references.items()]
     extra = sorted(predictions[c].name for c in set(predictions) - set(references))
-    return pairs, extra
+    return pairs, extra, {c: n for c, n in ambiguous.items() if c in references}
+
+
+def _noted(record: CaseRecord, note: str | None) -> CaseRecord:
+    """``record`` with ``note`` first in its message (not cached: the folder may change)."""
+    if not note:
+        return record
+    return replace(record, message=f"{note}; {record.message}" if record.message else note)
 
 
 def _stamp(path: Path | None) -> list[int] | None:
@@ -215,7 +238,7 @@ def score_folders(
             import pyarrow  # noqa: F401
         except ImportError:
             raise ConfigError("--parquet needs pyarrow", hint="pip install 'flare-eval[parquet]'") from None
-    pairs, extra = pair_files(pred_dir, gt_dir)
+    pairs, extra, ambiguous = pair_files(pred_dir, gt_dir)
     config = {
         **options.fingerprint(),
         "gt_dir": str(gt_dir.resolve()),
@@ -262,7 +285,8 @@ def score_folders(
             finally:
                 if own:
                     pool.shutdown(cancel_futures=True)
-        ordered = [records[case_id(reference)] for reference, _ in pairs]
+        ordered = [_noted(records[case_id(reference)], ambiguous.get(case_id(reference)))
+                   for reference, _ in pairs]
         summary = write_outputs(ordered, out_dir, options, extra=extra, elapsed_s=time.time() - started,
                                 reused=reused, parquet=parquet)
         return ScoreRun(ordered, summary, reused, out_dir)

@@ -80,10 +80,11 @@ class CaseRecord:
         return cls(**data)
 
 
-def _read(path: Path, preset: Preset, notes: list[str]) -> LabelVolume:
+def _read(path: Path, preset: Preset, notes: list[str],
+          shape: tuple[int, ...] | None = None) -> LabelVolume:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        volume = read_label(path, max_label=preset.max_label)
+        volume = read_label(path, max_label=preset.max_label, shape=shape)
     notes.extend(str(w.message) for w in caught)
     return volume
 
@@ -143,12 +144,8 @@ def score_files(
             raise InputError(f"case {case}: prediction {name} is missing")
     else:
         try:
-            prediction = _read(prediction_path, preset, notes)
-            if prediction.data.shape != reference.data.shape:
-                raise InputError(
-                    f"{prediction_path}: shape {prediction.data.shape} differs from the reference's "
-                    f"{reference.data.shape}"
-                )
+            # the shape is checked on the header, before a (possibly hostile) file is inflated
+            prediction = _read(prediction_path, preset, notes, shape=reference.data.shape)
             if not np.allclose(prediction.affine, reference.affine, atol=1e-3):
                 notes.append(
                     f"{prediction_path}: affine differs from the reference's (scored on the voxel "

@@ -72,8 +72,10 @@ ATTACKS = {
     "snoop": 'if [ "$id" = "$first" ]; then exit $((40 + $(ls -A /workspace/inputs | wc -l)));\n'
              'else echo pwned > "/workspace/inputs/$f" || exit 9; fi\n',
     "lingers": f"({LINGER} &) ; {LINGER} & honest\n",
-    # a fork bomb under the pids limit (then the timeout); an allocation over the memory limit
-    "bomb": 'if [ "$id" = "$first" ]; then bomb() { bomb | bomb & }; bomb; sleep 30;\n'
+    # a fork bomb under the pids limit, then the timeout (exec: the last sleep needs no fork,
+    # which under the pids limit could fail and end the case as a crash); an allocation over
+    # the memory limit
+    "bomb": 'if [ "$id" = "$first" ]; then bomb() { bomb | bomb & }; bomb; exec sleep 30;\n'
             'else dd if=/dev/zero of=/dev/null bs=128M count=1; fi\n',
     # network: exit 50 + the number of interfaces if no request got out
     "probe": "wget -q -T 2 -O /dev/null http://10.0.0.1/ && exit 0;"

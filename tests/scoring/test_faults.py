@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -152,3 +153,64 @@ def test_kill_9_of_score_with_workers_leaves_no_worker_running(challenge, tmp_pa
     for w in alive:  # clean up before failing
         os.kill(w, signal.SIGKILL)
     assert alive == []
+
+
+SCORE_AND_PEAK = """\
+import json, resource, sys
+from flare_eval.cli.main import main
+code = main(["score", "--pred", sys.argv[1], "--gt", sys.argv[2], "--out", sys.argv[3]])
+print(json.dumps({"code": code, "peak_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+"""
+MIB = 2**20
+
+
+def _gzip_of(header: bytes, voxels: bytes, zeros_after: int, path: Path) -> None:
+    import isal.igzip
+
+    with isal.igzip.open(path, "wb", compresslevel=1) as out:
+        out.write(header + voxels)
+        for _ in range(zeros_after // (64 * MIB)):
+            out.write(bytes(64 * MIB))
+
+
+def test_gzip_bombs_cost_no_more_than_the_reference_and_the_batch_goes_on(challenge, tmp_path):
+    import nibabel as nib
+    import numpy as np
+    import pandas as pd
+
+    copy = tmp_path / "c"
+    shutil.copytree(challenge, copy)
+    labels = sorted((copy / "labels").iterdir())
+    # 1. a header announcing 1024^3 voxels (1 GiB inflated, ~1 MiB on disk): the shape differs
+    #    from the reference's (48, 48, 24), refused from the header before anything is inflated
+    big = nib.Nifti1Header()
+    big.set_data_dtype(np.uint8)
+    big["dim"] = [3, 1024, 1024, 1024, 1, 1, 1, 1]
+    big["vox_offset"] = 352
+    _gzip_of(big.binaryblock + bytes(4), b"", 1024 * MIB, copy / "predictions" / labels[0].name)
+    # 2. the reference's own header and voxels, then 512 MiB of zeros in the same stream:
+    #    nibabel (the official reader) stops at the last voxel, so the case scores as the
+    #    reference itself (DSC 1) with a note, and nothing past the voxels is inflated
+    _gzip_of(nib.load(labels[1]).to_bytes(), b"", 512 * MIB, copy / "predictions" / labels[1].name)
+    done = subprocess.run(
+        [sys.executable, "-c", SCORE_AND_PEAK, str(copy / "predictions"), str(copy / "labels"),
+         str(tmp_path / "out")],
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[2])},
+        capture_output=True, text=True, timeout=300, check=False)
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["code"] == EXIT_PARTIAL, done.stderr
+    # the scorer with three 48x48x24 cases peaks near 150 MiB (numpy, scipy, pandas loaded);
+    # inflating either bomb would add 512 MiB or more
+    assert result["peak_mib"] < 400, result
+    cases = pd.read_csv(tmp_path / "out" / "cases.csv").set_index("case")
+    first, second = (labels[i].name.removesuffix(".nii.gz") for i in (0, 1))
+    assert cases.loc[first, "status"] == "bad_prediction"
+    assert "shape (1024, 1024, 1024) differs from the reference's (48, 48, 24)" in \
+        cases.loc[first, "message"]
+    assert cases.loc[second, "status"] == "ok"
+    assert "holds more data than the header's voxels (ignored)" in cases.loc[second, "message"]
+    per_case = pd.read_csv(tmp_path / "out" / "per_case.csv").set_index("Name")
+    row = per_case.loc[labels[1].name]
+    present = [c for c in row.index if c.endswith("_DSC") and not np.isnan(row[c])]
+    assert present and all(row[c] == 1.0 for c in present), row.to_dict()
+    assert "warning" in done.stderr and "holds more data" in done.stderr

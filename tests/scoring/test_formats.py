@@ -83,10 +83,17 @@ def test_geometry_mismatch_across_formats_is_detected(challenge, tmp_path):
     assert "phantom_0032.mha: affine differs from the reference's" in cases.loc["phantom_0032", "message"]
 
 
-def test_two_files_of_one_case_are_refused(challenge, tmp_path, capsys):
+def test_two_files_of_one_case_are_named_or_refused(challenge, tmp_path, capsys):
+    # beside <id>.nii.gz (the name the official scorer opens) another file is left out, named
     pred = tmp_path / "pred"
     shutil.copytree(challenge / "predictions", pred)
     shutil.copy(challenge / "predictions.nrrd" / "phantom_0031.nrrd", pred)
-    assert score(pred, challenge / "labels", tmp_path / "o") == EXIT_INPUT
-    assert ("holds two files of case phantom_0031: phantom_0031.nii.gz and phantom_0031.nrrd"
+    score(pred, challenge / "labels", tmp_path / "o")
+    assert ("holds both phantom_0031.nii.gz and phantom_0031.nrrd: scored phantom_0031.nii.gz, "
+            "left out phantom_0031.nrrd" in capsys.readouterr().err)
+    # two files and no .nii.gz: nothing to prefer, refused rather than one picked
+    (pred / "phantom_0031.nii.gz").unlink()
+    shutil.copy(challenge / "predictions.mha" / "phantom_0031.mha", pred)
+    assert score(pred, challenge / "labels", tmp_path / "o2") == EXIT_INPUT
+    assert ("holds two files of case phantom_0031: phantom_0031.mha and phantom_0031.nrrd"
             in capsys.readouterr().err)

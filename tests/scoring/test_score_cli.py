@@ -164,3 +164,52 @@ def test_parquet_tidy_table_equals_the_csv(challenge, tmp_path):
     csv = pd.read_csv(tmp_path / "p" / "metrics_long.csv")
     parquet = pd.read_parquet(tmp_path / "p" / "metrics_long.parquet")
     pd.testing.assert_frame_equal(csv, parquet, check_dtype=False)
+
+
+def test_damaged_gzip_ends_score_as_the_official_scorer_scores_them(challenge, tmp_path):
+    # the official scorer (nibabel get_fdata) reads a file without its gzip trailer, with a
+    # wrong CRC or with trailing bytes: it gives these predictions their real scores, so must we
+    import gzip as gz
+
+    copy = tmp_path / "d"
+    shutil.copytree(challenge, copy)
+    damaged = {"phantom_0007.nii.gz": lambda whole: whole[:-8],  # no trailer
+               "phantom_0008.nii.gz": lambda whole: whole + b"trailing bytes"}
+    for name, damage in damaged.items():
+        path = copy / "predictions" / name
+        path.write_bytes(damage(gz.compress(gz.decompress(path.read_bytes()))))
+    out = tmp_path / "o"
+    assert run_score(copy, out) == EXIT_PARTIAL  # phantom_0009 has no prediction
+    per_case = pd.read_csv(out / "per_case.csv").set_index("Name")
+    cases = pd.read_csv(out / "cases.csv").set_index("name")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        for name in damaged:
+            expected = official_files(copy / "labels" / name, copy / "predictions" / name)
+            row = per_case.loc[name]
+            assert {c.label: (row[f"{c.name}_DSC"], row[f"{c.name}_NSD"])
+                    for c in FLARE23.classes} == expected
+            assert cases.loc[name, "status"] == "ok"
+            assert "read as nibabel (and the official scorer) reads it" in cases.loc[name, "message"]
+
+
+def test_nii_beside_nii_gz_is_named_and_the_official_name_is_scored(challenge, tmp_path, capsys):
+    copy = tmp_path / "n"
+    shutil.copytree(challenge, copy)
+    # an empty .nii beside phantom_0007.nii.gz: were it scored, every organ DSC would be 0
+    import nibabel as nib
+
+    reference = nib.load(copy / "labels" / "phantom_0007.nii.gz")
+    empty = np.zeros(reference.shape, np.uint8)
+    nib.save(nib.Nifti1Image(empty, reference.affine), copy / "predictions" / "phantom_0007.nii")
+    out = tmp_path / "o"
+    run_score(copy, out)
+    expected_out = tmp_path / "e"
+    run_score(challenge, expected_out)
+    got = pd.read_csv(out / "per_case.csv").set_index("Name").loc["phantom_0007.nii.gz"]
+    want = pd.read_csv(expected_out / "per_case.csv").set_index("Name").loc["phantom_0007.nii.gz"]
+    pd.testing.assert_series_equal(got, want)
+    message = pd.read_csv(out / "cases.csv").set_index("case").loc["phantom_0007", "message"]
+    assert "holds both phantom_0007.nii.gz and phantom_0007.nii: scored phantom_0007.nii.gz, " \
+           "left out phantom_0007.nii" in message
+    assert "left out phantom_0007.nii" in capsys.readouterr().err
