@@ -43,6 +43,7 @@ example:
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``evaluate`` verb."""
     from flare_eval.cli.main import HelpFormatter
+    from flare_eval.cli.parser import gpu_index
     from flare_eval.presets import PRESETS
 
     p = subparsers.add_parser(
@@ -58,7 +59,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, type=Path, metavar="DIR", help="output folder")
     p.add_argument("--timeout", type=float, default=None, metavar="SECONDS",
                    help="kill a case's container after this long (default: no limit, as officially)")
-    p.add_argument("--gpu", type=int, default=None, metavar="INDEX",
+    p.add_argument("--gpu", type=gpu_index, default=None, metavar="INDEX",
                    help="GPU given to every container and sampled; none if unset")
     p.add_argument("--scheduler", metavar="ADDRESS", default=None,
                    help="dask.distributed scheduler (tcp://HOST:PORT) to score on; containers "
@@ -73,8 +74,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     from flare_eval.cli.score import add_scoring_options
 
     add_scoring_options(p)
-    p.add_argument("--memory", default="28g", help="container memory limit, swap included")
-    p.add_argument("--shm-size", default="28g", help="container /dev/shm size")
+    p.add_argument("--memory", default=None, metavar="SIZE",
+                   help="container memory limit, swap included (default: the official 28g, or "
+                        "the engine host's RAM where it has less)")
+    p.add_argument("--shm-size", default=None, metavar="SIZE",
+                   help="container /dev/shm size (default as --memory)")
     p.add_argument("--no-progress", action="store_true", help="no progress display")
     p.set_defaults(handler=run_evaluate)
 
@@ -117,9 +121,12 @@ def run_evaluate(args: argparse.Namespace) -> int:
     from flare_eval.cli.score import scoring_options
     from flare_eval.organizer import evaluate
     from flare_eval.runner import DockerOptions
+    from flare_eval.runner.sampler import check_gpu
 
     console = Console(stderr=True)
     preset, lesions = scoring_options(args, args.preset)
+    if args.gpu is not None:
+        check_gpu(args.gpu)  # before any team runs, not after every case failed
     columns = (TextColumn("{task.fields[stage]:<8}"), BarColumn(), MofNCompleteColumn(),
                TimeElapsedColumn(), TextColumn("{task.description}"))
     tasks: dict[str, Any] = {}

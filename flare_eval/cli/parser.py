@@ -97,3 +97,12 @@ def iou_threshold(text: str) -> float:
     except ConfigError as err:
         raise argparse.ArgumentTypeError(err.message) from None
     return value
+
+
+def gpu_index(text: str) -> int:
+    """Argparse type of ``--gpu``: an NVML device index, 0 or more."""
+    value = int(text)  # a ValueError: argparse says "invalid gpu_index value: 'x'"
+    if value < 0:
+        raise argparse.ArgumentTypeError(
+            f"expected a GPU index 0, 1, ... (nvidia-smi -L lists them), got {value}")
+    return value

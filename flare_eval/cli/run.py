@@ -34,6 +34,7 @@ example:
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     from flare_eval.cli.main import HelpFormatter
+    from flare_eval.cli.parser import gpu_index
     from flare_eval.presets import FLARE23
 
     p = subparsers.add_parser(
@@ -48,7 +49,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="results root folder (required unless --cleanup)")
     p.add_argument("--team", default=None,
                    help="team name (default: the tarball's or submission folder's name, as evaluate names teams)")
-    p.add_argument("--gpu", type=int, default=None, metavar="INDEX",
+    p.add_argument("--gpu", type=gpu_index, default=None, metavar="INDEX",
                    help="GPU given to the submission (docker: --gpus device=INDEX; local: its device "
                    "nodes and CUDA_VISIBLE_DEVICES) and sampled; none if unset")
     p.add_argument("--timeout", type=float, default=None, metavar="SECONDS",
@@ -57,8 +58,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="docker containers, or a local folder under bubblewrap")
     p.add_argument("--submission", type=Path, default=None, metavar="DIR",
                    help="folder with predict.sh (local backend)")
-    p.add_argument("--memory", default="28g", help="container memory limit, swap included")
-    p.add_argument("--shm-size", default="28g", help="container /dev/shm size")
+    p.add_argument("--memory", default=None, metavar="SIZE",
+                   help="container memory limit, swap included (default: the official 28g, or "
+                        "the engine host's RAM where it has less)")
+    p.add_argument("--shm-size", default=None, metavar="SIZE",
+                   help="container /dev/shm size (default as --memory)")
     p.add_argument("--network", default="none", help="container network mode")
     p.add_argument("--pids-limit", type=int, default=4096, help="most processes in a container")
     p.add_argument("--per-process-gpu", action="store_true",
@@ -107,6 +111,12 @@ def run(args: argparse.Namespace) -> int:
     for name in ("inputs", "out"):
         if getattr(args, name) is None:
             raise ConfigError(f"--{name} is required (unless --cleanup)")
+    if args.per_process_gpu and args.gpu is None:
+        raise ConfigError("--per-process-gpu needs --gpu INDEX (the GPU whose processes are sampled)")
+    if args.gpu is not None:
+        from flare_eval.runner.sampler import check_gpu
+
+        check_gpu(args.gpu)  # before any case runs, not after every case failed
     if args.backend == "local":
         if args.submission is None:
             raise ConfigError("--backend local needs --submission DIR (a folder with predict.sh)")

@@ -24,6 +24,7 @@ from flare_eval.runner.execution import Execution
 from flare_eval.runner.sampler import ResourceSampler
 
 __all__ = ["CONTAINER_LABEL", "WORK_LABEL", "DEADLINE_LABEL", "DockerOptions", "DockerBackend",
+           "HostFitWarning", "OFFICIAL_MEMORY", "fit_to_host",
            "connect", "load_image", "remove_expired"]
 
 #: Label put on every container this runner creates (to find leftovers).
@@ -73,8 +74,10 @@ class DockerOptions:
         GPU passed as ``--gpus device=N``; ``None`` requests no GPU.
     memory
         Memory limit (``-m``), swap included so an overrun is an OOM kill, not swapping.
+        ``None``: the official 28g, or the engine host's RAM where it has less (see
+        :func:`fit_to_host`).
     shm_size
-        Size of ``/dev/shm`` (``--shm-size``).
+        Size of ``/dev/shm`` (``--shm-size``); ``None`` as ``memory``.
     network
         Network mode; ``none`` cuts the container off.
     pids_limit
@@ -91,13 +94,62 @@ class DockerOptions:
     """
 
     gpu_index: int | None = None
-    memory: str = "28g"
-    shm_size: str = "28g"
+    memory: str | None = None
+    shm_size: str | None = None
     network: str = "none"
     pids_limit: int = 4096
     log_bytes: int = 4 << 20
     command: tuple[str, ...] = ("sh", "predict.sh")
     labels: dict[str, str] = field(default_factory=dict)
+
+
+# The official harness's container memory and /dev/shm (docker run -m 28G --shm-size 28G)
+OFFICIAL_MEMORY = "28g"
+
+
+class HostFitWarning(UserWarning):
+    """A default container setting was lowered to what the engine's host has."""
+
+
+def fit_to_host(options: DockerOptions, host_bytes: int) -> DockerOptions:
+    """``options`` with ``memory`` and ``shm_size`` resolved against the engine host's RAM.
+
+    Unset (None), each is the official 28g, lowered to ``host_bytes`` with a
+    :class:`HostFitWarning` where the host has less; a value given explicitly that exceeds
+    the host is refused, as the container could never be held to it.
+
+    Raises
+    ------
+    ConfigError
+        An explicit size over ``host_bytes``, or one docker cannot parse.
+    """
+    import warnings
+    from dataclasses import replace
+
+    from docker.errors import DockerException
+    from docker.utils import parse_bytes
+
+    from flare_eval.errors import ConfigError
+
+    fitted = {}
+    for name, option in (("memory", "--memory"), ("shm_size", "--shm-size")):
+        given = getattr(options, name)
+        try:
+            size = parse_bytes(given or OFFICIAL_MEMORY)
+        except DockerException as err:
+            raise ConfigError(f"{option} {given!r}: not a size ({err})",
+                              hint="e.g. 16g, 512m") from None
+        if given is not None and size > host_bytes:
+            raise ConfigError(
+                f"{option} {given} exceeds the {host_bytes / 2**30:.1f} GiB of RAM of the docker "
+                "engine's host", hint=f"give at most {host_bytes // 2**20}m, or leave it unset")
+        if given is None and size > host_bytes:
+            given = f"{host_bytes // 2**20}m"
+            warnings.warn(f"{option}: the engine's host has {host_bytes / 2**30:.1f} GiB of RAM, "
+                          f"less than the official {OFFICIAL_MEMORY}: {given} is used",
+                          HostFitWarning, stacklevel=3)
+        fitted[name] = given or OFFICIAL_MEMORY
+    return replace(options, **fitted)
 
 
 def connect() -> Any:
@@ -185,7 +237,7 @@ class DockerBackend:
     def __init__(self, client: Any, image: str, options: DockerOptions = DockerOptions()) -> None:
         self.client = client
         self.image = image
-        self.options = options
+        self.options = fit_to_host(options, int(client.info()["MemTotal"]))
 
     def describe(self) -> dict[str, Any]:
         image_id = self.client.images.get(self.image).id

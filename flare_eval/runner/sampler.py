@@ -25,7 +25,7 @@ from typing import Any
 from flare_eval.errors import RunnerError
 from flare_eval.runner.efficiency import OFFICIAL_PERIOD_S
 
-__all__ = ["Samples", "ResourceSampler", "GpuUnavailableWarning", "process_tree_pids"]
+__all__ = ["Samples", "ResourceSampler", "GpuUnavailableWarning", "check_gpu", "process_tree_pids"]
 
 _MIB = 1024.0 * 1024.0
 
@@ -73,6 +73,41 @@ def process_tree_pids(root_pid: int) -> set[int]:
         return {root_pid, *(child.pid for child in root.children(recursive=True))}
     except psutil.Error:
         return set()
+
+
+def check_gpu(index: int, nvml: Any | None = None) -> str:
+    """The name of GPU ``index``, checked before any case runs.
+
+    Without this, every case of a run asked to use a GPU the host lacks would end as ``error``
+    (docker cannot grant the device) after the whole batch was tried.
+
+    Raises
+    ------
+    ConfigError
+        No NVML bindings, no driver, or no GPU of that index on this host.
+    """
+    from flare_eval.errors import ConfigError
+
+    hint = "run without --gpu (no GPU memory is sampled then), or on the GPU host"
+    try:
+        nvml = nvml if nvml is not None else _load_nvml()
+    except ImportError:
+        raise ConfigError(f"--gpu {index}: the NVML bindings are not installed",
+                          hint="pip install nvidia-ml-py") from None
+    try:
+        nvml.nvmlInit()
+    except nvml.NVMLError as err:
+        raise ConfigError(f"--gpu {index}: no NVIDIA driver answers on this host ({err})",
+                          hint=hint) from None
+    try:
+        count = nvml.nvmlDeviceGetCount()
+        if index >= count:
+            raise ConfigError(f"--gpu {index}: this host has {count} GPU(s), indices 0..{count - 1}",
+                              hint="nvidia-smi -L lists them")
+        name = nvml.nvmlDeviceGetName(nvml.nvmlDeviceGetHandleByIndex(index))
+        return name.decode() if isinstance(name, bytes) else str(name)
+    finally:
+        nvml.nvmlShutdown()
 
 
 def _load_nvml() -> Any:

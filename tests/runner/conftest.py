@@ -125,6 +125,12 @@ class _FakeNVML:
     def nvmlShutdown(self):
         self.shutdown = True
 
+    def nvmlDeviceGetCount(self):
+        return 1
+
+    def nvmlDeviceGetName(self, handle):
+        return b"Fake GPU"
+
     def nvmlDeviceGetHandleByIndex(self, index):
         if index != 0:
             raise self.NVMLError(f"Invalid Argument (index {index})")

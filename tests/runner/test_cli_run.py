@@ -75,3 +75,63 @@ def test_names_with_square_brackets_are_printed_as_they_are():
     text = console.file.getvalue()
     # rich would read these as markup and print 't', 'x' and 'c' only
     assert "[red]t[/red]" in text and "[b]x" in text and "c[1]" in text
+
+
+def _has_nvidia_driver() -> bool:
+    try:
+        import pynvml
+
+        pynvml.nvmlInit()
+        pynvml.nvmlShutdown()
+        return True
+    except Exception:  # no bindings or no driver: a GPU-less host, as CI
+        return False
+
+
+@pytest.mark.parametrize("verb", ["run", "evaluate"])
+def test_gpu_options_that_cannot_work_are_refused_before_anything_runs(tmp_path, capsys, verb):
+    common = {"run": ["run", "--image", "x", "--inputs", str(tmp_path), "--out", str(tmp_path / "o")],
+              "evaluate": ["evaluate", "--submissions", str(tmp_path), "--images", str(tmp_path),
+                           "--labels", str(tmp_path), "--out", str(tmp_path / "o")]}[verb]
+    with pytest.raises(SystemExit) as exit_info:
+        main([*common, "--gpu", "-1"])
+    assert exit_info.value.code == EXIT_USAGE
+    assert "argument --gpu: expected a GPU index 0, 1, ..." in capsys.readouterr().err
+    if verb == "run":
+        assert main([*common, "--per-process-gpu"]) == EXIT_USAGE
+        assert "--per-process-gpu needs --gpu INDEX" in capsys.readouterr().err
+    if _has_nvidia_driver():
+        assert main([*common, "--gpu", "999"]) == EXIT_USAGE
+        assert "--gpu 999: this host has" in capsys.readouterr().err
+    else:
+        assert main([*common, "--gpu", "0"]) == EXIT_USAGE
+        assert "--gpu 0: no NVIDIA driver answers on this host" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()  # refused before any folder or team was touched
+
+
+def test_check_gpu_names_the_device_or_the_valid_indices(FakeNVML):
+    from flare_eval.errors import ConfigError
+    from flare_eval.runner.sampler import check_gpu
+
+    nvml = FakeNVML()
+    assert check_gpu(0, nvml=nvml) == "Fake GPU" and nvml.shutdown
+    with pytest.raises(ConfigError, match=r"--gpu 1: this host has 1 GPU\(s\), indices 0\.\.0"):
+        check_gpu(1, nvml=FakeNVML())
+
+
+def test_container_memory_defaults_fit_the_engine_host():
+    from flare_eval.errors import ConfigError
+    from flare_eval.runner.docker_backend import DockerOptions, HostFitWarning, fit_to_host
+
+    gib = 2**30
+    # a 64 GiB host keeps the official 28g, silently
+    assert fit_to_host(DockerOptions(), 64 * gib).memory == "28g"
+    # a 16 GiB host: 28g could never be held, the default becomes the host's 16384m
+    with pytest.warns(HostFitWarning, match=r"--memory: the engine's host has 16\.0 GiB"):
+        fitted = fit_to_host(DockerOptions(shm_size="1g"), 16 * gib)
+    assert (fitted.memory, fitted.shm_size) == ("16384m", "1g")
+    # an explicit size over the host is refused, naming the option and the host's RAM
+    with pytest.raises(ConfigError, match=r"--memory 32g exceeds the 16\.0 GiB of RAM"):
+        fit_to_host(DockerOptions(memory="32g"), 16 * gib)
+    with pytest.raises(ConfigError, match=r"--shm-size 'lots': not a size"):
+        fit_to_host(DockerOptions(shm_size="lots"), 16 * gib)
