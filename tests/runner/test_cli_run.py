@@ -135,3 +135,42 @@ def test_container_memory_defaults_fit_the_engine_host():
         fit_to_host(DockerOptions(memory="32g"), 16 * gib)
     with pytest.raises(ConfigError, match=r"--shm-size 'lots': not a size"):
         fit_to_host(DockerOptions(shm_size="lots"), 16 * gib)
+
+
+HOLD_TEAM = ("import sys, time\nfrom flare_eval.io.lock import exclusive\n"
+             "with exclusive(sys.argv[1], option='team folder', command='run'):\n"
+             "    print('held', flush=True)\n    time.sleep(600)\n")
+
+
+def test_a_second_run_into_one_team_is_refused_and_resumes_after_the_holder_dies(
+        tmp_path, make_inputs, submission, capsys):
+    import os
+    import signal
+    import socket
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    if shutil.which("bwrap") is None:
+        skip_or_fail("bubblewrap is not installed (apt-get install bubblewrap)")
+    inputs = make_inputs(["ok1", "ok2"])
+    team = tmp_path / "res" / "teamx"
+    team.mkdir(parents=True)
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_TEAM, str(team)], stdout=subprocess.PIPE,
+                              text=True, env={**os.environ,
+                                              "PYTHONPATH": str(Path(__file__).parents[2])})
+    argv = ["run", "--backend", "local", "--submission", str(submission), "--inputs", str(inputs),
+            "--out", str(tmp_path / "res"), "--team", "teamx", "--no-progress", "--timeout", "20"]
+    try:
+        assert holder.stdout.readline() == "held\n"
+        assert main(argv) == EXIT_USAGE
+        err = capsys.readouterr().err
+        assert f"run, pid {holder.pid} on host {socket.gethostname()}" in err
+        # nothing of the team was touched: no case ran, no table was written
+        assert sorted(p.name for p in team.iterdir()) == [".flare-eval.lock"]
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+        holder.stdout.close()
+    assert main(argv) == EXIT_OK
+    assert list(pd.read_csv(team / "runs.csv")["status"]) == ["ok", "ok"]
