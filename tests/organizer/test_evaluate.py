@@ -35,7 +35,8 @@ import pytest
 from flare_eval.cli.main import main
 from flare_eval.io import read_label, write_label
 from flare_eval.phantoms import simulate_prediction, write_phantom_set
-from flare_eval.runner.docker_backend import CONTAINER_LABEL
+from flare_eval.runner.docker_backend import CONTAINER_LABEL, WORK_LABEL
+from flare_eval.runner.intake import case_folder
 from tests.conftest import require_module, skip_or_fail
 
 require_module("psutil")  # the runner's sampler
@@ -167,8 +168,13 @@ def finished(challenge, tmp_path_factory) -> Path:
     return out
 
 
-def _leftovers(client) -> list:
-    return client.containers.list(all=True, filters={"label": CONTAINER_LABEL})
+def _leftovers(client, out: Path, challenge: Challenge) -> list:
+    """Runner containers of this evaluation still on the engine (found by their staging
+    folder: other tests or sessions may share the engine)."""
+    ours = {str(case_folder(out / "results" / team, case))
+            for team in ("alpha", "bravo", "charlie", "delta") for case in challenge.cases}
+    return [c for c in client.containers.list(all=True, filters={"label": CONTAINER_LABEL})
+            if c.labels.get(WORK_LABEL) in ours]
 
 
 def test_leaderboard_failures_and_outputs(finished, challenge, docker_client):
@@ -202,7 +208,7 @@ def test_leaderboard_failures_and_outputs(finished, challenge, docker_client):
         f"{c}.nii.gz" for c in challenge.cases[:2]]
     assert "charlie" in (finished / "report.html").read_text()
     assert not (finished / ".staging").exists()
-    assert _leftovers(docker_client) == []
+    assert _leftovers(docker_client, finished, challenge) == []
 
 
 def test_finished_run_again_does_nothing_and_changes_are_refused(finished, challenge, capsys):
@@ -281,7 +287,8 @@ def test_killed_and_resumed_run_equals_the_uninterrupted_one(finished, challenge
     pd.testing.assert_frame_equal(*ranks)
     assert (finished / "failures.csv").read_bytes() == (out / "failures.csv").read_bytes()
     assert json.loads((out / "status.json").read_text())["complete"] is True
-    assert _leftovers(docker_client) == []  # the container killed with its client is gone too
+    # the container killed with its client is gone too
+    assert _leftovers(docker_client, out, challenge) == []
 
 
 def _files(folder: Path) -> dict[str, bytes]:

@@ -162,9 +162,11 @@ def _lingering() -> list[int]:
             if " ".join(p.info["cmdline"] or []) == LINGER]
 
 
-def _our_mounts() -> list[str]:
+def _our_mounts(folders: set[str]) -> list[str]:
+    """Output tmpfs mounts left under this test's staging ``folders`` (runs of other tests or
+    sessions may share the staging root)."""
     return [line for line in Path("/proc/self/mountinfo").read_text().splitlines()
-            if "flare-eval-outputs" in line]
+            if "flare-eval-outputs" in line and any(f"{f}/" in line for f in folders)]
 
 
 @pytest.fixture(scope="module")
@@ -273,7 +275,7 @@ def test_no_byte_of_a_refused_file_leaks_and_nothing_is_left(hostile, docker_cli
     left = docker_client.containers.list(all=True, filters={"label": CONTAINER_LABEL})
     assert [c.name for c in left if c.labels.get(WORK_LABEL) in ours] == []
     assert _lingering() == []
-    assert _our_mounts() == []
+    assert _our_mounts(ours) == []
     for team in EXPECTED:
         for case in hostile["cases"]:
             assert not case_folder(out / "results" / team, case).exists()
@@ -334,4 +336,5 @@ def test_the_local_sandbox_holds(tmp_path, make_inputs, monkeypatch):
         assert not path.is_file() or b"root:" not in path.read_bytes(), path
     assert not host_file.exists()
     assert _tree(inputs, submission) == before
-    assert _lingering() == [] and _our_mounts() == []
+    ours = {str(case_folder(tmp_path / "out" / "local", case)) for case in cases}
+    assert _lingering() == [] and _our_mounts(ours) == []
