@@ -122,3 +122,16 @@ def test_real_pair_equals_the_official_path(shared_data):
     # README of the data: voxel counts per label in the reference / prediction
     counts = {s.label: (s.reference_voxels, s.prediction_voxels) for s in ours}
     assert counts[1] == (38634, 39547) and counts[7] == (152, 166)
+
+
+@pytest.mark.parametrize(("dtype", "value"), [(np.int16, 257), (np.float32, 1.7), (np.int16, -1)])
+def test_arrays_that_are_not_labels_are_refused(dtype, value):
+    # a plain uint8 cast would score 257 as 1 (liver, 257 mod 256) and 1.7 as 1: refused
+    from flare_eval.errors import InputError
+
+    reference = np.zeros((4, 4, 4), np.uint8)
+    reference[1:3, 1:3, 1:3] = 1
+    prediction = reference.astype(dtype)
+    prediction[0, 0, 0] = value
+    with pytest.raises(InputError, match=r"prediction .* not labels 0\.\.255"):
+        score_case(reference, prediction, spacing_mm=(1.0, 1.0, 1.0))
