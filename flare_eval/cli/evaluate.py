@@ -34,7 +34,14 @@ Crash safe: after a kill or a reboot, run the same command again: it continues w
 stopped and never reruns a finished case. Other options or inputs with the same OUT are
 refused (to re-rank finished results differently, use 'flare-eval rank OUT/results').
 
-example:
+With --slots, cases run side by side, one container per slot, each pinned to its slot's cores
+and GPU (by UUID) and sampling that GPU only; by default the teams go in order, each team's
+cases spread over the (identical) slots; --interleave-teams queues one case of each team in
+turn. runs.csv records each case's host, slot, cores and GPU.
+
+examples:
+  flare-eval evaluate --submissions tarballs --images test/images --labels test/labels \\
+      --out eval23 --slots auto --timeout 600
   flare-eval evaluate --submissions tarballs --images test/images --labels test/labels \\
       --out eval23 --gpu 0 --timeout 600 --scheduler tcp://10.0.0.5:8786
 """
@@ -45,6 +52,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     from flare_eval.cli.main import HelpFormatter
     from flare_eval.cli.parser import gpu_index
     from flare_eval.presets import PRESETS
+    from flare_eval.runner.slots import SLOTS_HELP
 
     p = subparsers.add_parser(
         "evaluate", help="run, score, rank and report every team tarball (resumable)",
@@ -61,6 +69,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="kill a case's container after this long (default: no limit, as officially)")
     p.add_argument("--gpu", type=gpu_index, default=None, metavar="INDEX",
                    help="GPU given to every container and sampled; none if unset")
+    p.add_argument("--slots", metavar="SPEC", default=None, help=SLOTS_HELP)
+    p.add_argument("--interleave-teams", action="store_true",
+                   help="with --slots: queue one case of each team in turn (default: team after "
+                        "team, a team's cases spread over the slots)")
     p.add_argument("--scheduler", metavar="ADDRESS", default=None,
                    help="dask.distributed scheduler (tcp://HOST:PORT) to score on; containers "
                         "still run here")
@@ -119,6 +131,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
 
     from flare_eval.cli.progress import scheduler_executor
     from flare_eval.cli.score import scoring_options
+    from flare_eval.runner.slots import parse_slots
     from flare_eval.organizer import evaluate
     from flare_eval.runner import DockerOptions
     from flare_eval.runner.sampler import check_gpu
@@ -148,7 +161,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
             f"flare-eval evaluate: warning: {message}")
         result = evaluate(
             args.submissions, args.images, args.labels, args.out, timeout_s=args.timeout,
-            gpu_index=args.gpu, preset=preset, lesion_options=lesions,
+            gpu_index=args.gpu, slots=parse_slots(args.slots) if args.slots is not None else None,
+            interleave_teams=args.interleave_teams, preset=preset, lesion_options=lesions,
             container=DockerOptions(memory=args.memory, shm_size=args.shm_size),
             n_bootstrap=args.bootstrap, seed=args.seed, workers=args.workers, executor=executor,
             progress=progress,

@@ -27,8 +27,13 @@ Re-running the same command resumes: finished cases are skipped (status 'error',
 of the engine, is retried). '--backend local --submission DIR' runs DIR/predict.sh under
 bubblewrap with the same contract, without docker (no memory limit there).
 
-example:
+With --slots, cases run side by side, one container per slot, each pinned to its slot's
+cores (docker --cpuset-cpus; local: taskset) and GPU (by UUID), sampling that GPU only;
+runs.csv records each case's host, slot, cores and GPU.
+
+examples:
   flare-eval run --image teamx.tar.gz --inputs test_images --out results --gpu 0 --timeout 600
+  flare-eval run --image teamx.tar.gz --inputs test_images --out results --slots 0:0-7,1:8-15
 """
 
 
@@ -36,6 +41,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     from flare_eval.cli.main import HelpFormatter
     from flare_eval.cli.parser import gpu_index
     from flare_eval.presets import FLARE23
+    from flare_eval.runner.slots import SLOTS_HELP
 
     p = subparsers.add_parser(
         "run", help="run a submission's container on every case and measure its efficiency",
@@ -52,6 +58,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--gpu", type=gpu_index, default=None, metavar="INDEX",
                    help="GPU given to the submission (docker: --gpus device=INDEX; local: its device "
                    "nodes and CUDA_VISIBLE_DEVICES) and sampled; none if unset")
+    p.add_argument("--slots", metavar="SPEC", default=None, help=SLOTS_HELP)
     p.add_argument("--timeout", type=float, default=None, metavar="SECONDS",
                    help="kill a case after this long (default: wait forever, as the official harness)")
     p.add_argument("--backend", choices=("docker", "local"), default="docker",
@@ -102,6 +109,7 @@ def run(args: argparse.Namespace) -> int:
     from flare_eval.errors import ConfigError
     from flare_eval.runner import (DockerBackend, DockerOptions, LocalBackend, connect, load_image,
                                    remove_expired, run_submission)
+    from flare_eval.runner.slots import parse_slots
 
     if args.cleanup:
         removed = remove_expired(connect())
@@ -117,6 +125,7 @@ def run(args: argparse.Namespace) -> int:
         from flare_eval.runner.sampler import check_gpu
 
         check_gpu(args.gpu)  # before any case runs, not after every case failed
+    slots = parse_slots(args.slots) if args.slots is not None else None
     if args.backend == "local":
         if args.submission is None:
             raise ConfigError("--backend local needs --submission DIR (a folder with predict.sh)")
@@ -131,7 +140,7 @@ def run(args: argparse.Namespace) -> int:
         backend = DockerBackend(client, load_image(client, args.image), options)
         source = args.image
     team = args.team or _default_team(source)
-    if args.gpu is None:
+    if args.gpu is None and not any(slot.gpu for slot in slots or ()):
         print("flare-eval run: note: no --gpu given, GPU memory is not sampled", file=sys.stderr)
     with warnings.catch_warnings():
         # One plain line per warning (no GPU, no NVML...) instead of a source location.
@@ -139,7 +148,7 @@ def run(args: argparse.Namespace) -> int:
             f"flare-eval run: warning: {message}", file=sys.stderr)
         records = run_submission(
             backend, args.inputs, args.out, team=team, timeout_s=args.timeout,
-            gpu_index=args.gpu, per_process_gpu=args.per_process_gpu,
+            gpu_index=args.gpu, slots=slots, per_process_gpu=args.per_process_gpu,
             gpu_tolerance_mib=args.gpu_tolerance_mib, retry_failed=args.retry_failed,
             progress=not args.no_progress,
         )

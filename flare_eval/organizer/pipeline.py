@@ -13,9 +13,11 @@ Layout of the output folder::
     failures.csv              every failed load, run and scored case: team, case, stage,
                               status, message
 
-Stages, each calling the function that does it elsewhere: (1) per team, ``docker load`` the
-tarball and :func:`~flare_eval.runner.run_submission` every case, one fresh container at a
-time, teams one after another, nothing else running, so that timings are fair; (2) per team,
+Stages, each calling the function that does it elsewhere: (1) ``docker load`` every team's
+tarball, then run every case in a fresh container (:class:`~flare_eval.runner.run.TeamRun`),
+one container at a time per slot (:mod:`flare_eval.runner.pool`; without slots one at a time
+on the whole host), teams one after another or interleaved, nothing else running, so that
+timings are fair; (2) per team,
 :func:`~flare_eval.scoring.score_folders` on a local process pool or a dask cluster; (3)
 :func:`~flare_eval.ranking.rank_results`; (4) :func:`~flare_eval.report.write_report`.
 
@@ -28,10 +30,12 @@ scored, and ``status.json`` says ``complete: true`` only after the report is wri
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import shutil
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Sequence
 from concurrent.futures import Executor, ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,6 +54,8 @@ from flare_eval.presets import FLARE23, Preset
 from flare_eval.report.results import RANKING_FOLDER
 from flare_eval.runner.docker_backend import DockerOptions
 from flare_eval.runner.intake import OutputLimits
+from flare_eval.runner.run import resolve_slots
+from flare_eval.runner.slots import Slot
 from flare_eval.scoring.case import LesionOptions
 from flare_eval.typing import StrPath
 
@@ -118,17 +124,15 @@ def _runs_finished(team_dir: Path, cases: list[str]) -> bool:
     return set(runs["case"]) == set(cases) and not (runs["status"] == "error").any()
 
 
-def _run_team(client: Any, submission: Submission, images_dir: Path, results: Path,
-              cases: list[str], *, options: DockerOptions, timeout_s: float | None,
-              gpu_tolerance_mib: float, limits: OutputLimits,
-              advance: Callable[[int, str], None]) -> dict[str, Any]:
-    """Load and run one team (stage 1); returns its entry of ``status.json``."""
-    from flare_eval.runner import DockerBackend, load_image, run_submission
+def _load_team(client: Any, submission: Submission, team_dir: Path, cases: list[str],
+               advance: Callable[[int, str], None]) -> tuple[dict[str, Any], str | None]:
+    """Stage 1a: load one team's image; its ``status.json`` entry and the image ID to run
+    (``None``: nothing to run)."""
+    from flare_eval.runner import load_image
 
-    team_dir = results / submission.team
     if _runs_finished(team_dir, cases):  # spare re-loading a multi-GB tarball on a resume
         advance(len(cases), f"{submission.team}: already ran")
-        return {"run": "done"}
+        return {"run": "done"}, None
     try:
         reference = load_image(client, str(submission.path))
     except RunnerError as err:
@@ -136,17 +140,45 @@ def _run_team(client: Any, submission: Submission, images_dir: Path, results: Pa
         # is scored as missing, and the load is tried again only while the run is unfinished.
         (team_dir / "predictions").mkdir(parents=True, exist_ok=True)
         advance(len(cases), f"{submission.team}: not loadable")
-        return {"run": "load_failed", "load_error": err.message}
+        return {"run": "load_failed", "load_error": err.message}, None
     # Runs go by image ID: two tarballs saved under one tag must not replace each other.
     image_id = client.images.get(reference).id
-    records = run_submission(
-        DockerBackend(client, image_id, options), images_dir, results, team=submission.team,
-        timeout_s=timeout_s, gpu_index=options.gpu_index, gpu_tolerance_mib=gpu_tolerance_mib,
-        limits=limits, progress=lambda n, text: advance(n, f"{submission.team}: {text}"),
-    )
-    errors = sum(r["status"] == "error" for r in records)
-    return {"run": "incomplete" if errors else "done", "image": reference, "image_id": image_id,
-            "engine_errors": errors}
+    return {"image": reference, "image_id": image_id}, image_id
+
+
+def _run_teams(client: Any, submissions: list[Submission], images_dir: Path, results: Path,
+               cases: list[str], *, options: DockerOptions, slots: list[Slot],
+               interleave: bool, timeout_s: float | None, gpu_tolerance_mib: float,
+               limits: OutputLimits, advance: Callable[[int, str], None]
+               ) -> dict[str, dict[str, Any]]:
+    """Stage 1: every image loaded first (nothing runs meanwhile), then every team's cases
+    in one queue over the slots; returns each team's entry of ``status.json``."""
+    from flare_eval.runner import DockerBackend, OFFICIAL_PERIOD_S
+    from flare_eval.runner.pool import run_on_slots, schedule
+    from flare_eval.runner.run import TeamRun
+
+    entries: dict[str, dict[str, Any]] = {}
+    runs: list[TeamRun] = []
+    with contextlib.ExitStack() as held:  # every running team's folder lock
+        for submission in submissions:
+            entry, image_id = _load_team(client, submission, results / submission.team, cases,
+                                         advance)
+            entries[submission.team] = entry
+            if image_id is not None:
+                run = held.enter_context(TeamRun(
+                    DockerBackend(client, image_id, options), images_dir, results,
+                    team=submission.team, timeout_s=timeout_s, gpu_index=options.gpu_index,
+                    slots=slots, gpu_tolerance_mib=gpu_tolerance_mib, period_s=OFFICIAL_PERIOD_S,
+                    log_cap_bytes=1 << 20, limits=limits, retry_failed=False))
+                advance(len(run.cases) - len(run.todo), f"{run.team}: resumed")
+                runs.append(run)
+        jobs = schedule([run.jobs(label=lambda case, team=run.team: f"{team}: {case}")
+                         for run in runs], interleave=interleave)
+        run_on_slots(jobs, slots, period_s=OFFICIAL_PERIOD_S, advance=advance)
+        for run in runs:
+            errors = sum(r["status"] == "error" for r in run.finish())
+            entries[run.team].update(run="incomplete" if errors else "done", engine_errors=errors)
+    return entries
 
 
 def _failures(results: Path, teams: dict[str, dict[str, Any]]) -> pd.DataFrame:
@@ -182,6 +214,8 @@ def evaluate(
     *,
     timeout_s: float | None = None,
     gpu_index: int | None = None,
+    slots: Sequence[Slot] | None = None,
+    interleave_teams: bool = False,
     preset: Preset = FLARE23,
     lesion_options: LesionOptions = LesionOptions(),
     container: DockerOptions = DockerOptions(),
@@ -210,6 +244,13 @@ def evaluate(
         Seconds before a case's container is killed (status ``timeout``); ``None``: no limit.
     gpu_index
         GPU given to every container and sampled through NVML; ``None``: none.
+    slots
+        Run cases side by side, one container per slot, pinned to its cores and GPU
+        (:func:`~flare_eval.runner.slots.parse_slots`); ``None``: one at a time on the whole
+        host. Not together with ``gpu_index``.
+    interleave_teams
+        Queue one case of each team in turn instead of team after team, so that a slow team
+        cannot hold every slot.
     preset, lesion_options
         Scoring and ranking rules.
     container
@@ -258,11 +299,14 @@ def evaluate(
     submissions = find_submissions(Path(submissions_dir))
     cases = _test_cases(images, labels)
     options = dataclasses.replace(container, gpu_index=gpu_index)
+    run_slots = resolve_slots(slots, gpu_index)
     score_options = ScoreOptions(preset=preset, lesions=lesion_options)
     configuration = {
         **score_options.fingerprint(),
         "timeout_s": timeout_s,
         "container": dataclasses.asdict(options),
+        "slots": [slot.describe() for slot in run_slots],
+        "interleave_teams": interleave_teams,
         "output_limits": dataclasses.asdict(limits),
         "n_bootstrap": n_bootstrap,
         "seed": seed,
@@ -285,18 +329,21 @@ def evaluate(
             client = connect()
         total = len(submissions) * len(cases)
         done = 0
+        counting = threading.Lock()  # slots finish cases on their own threads
 
         def advance(n: int, text: str) -> None:
             nonlocal done
-            done += n
-            report("run", done, total, text)
+            with counting:
+                done += n
+                report("run", done, total, text)
 
-        for submission in submissions:
-            teams[submission.team].update(_run_team(
-                client, submission, images, results, cases, options=options,
-                timeout_s=timeout_s, gpu_tolerance_mib=preset.gpu_tolerance_mib,
-                limits=limits, advance=advance))
-            save("run")
+        for team, entry in _run_teams(
+                client, submissions, images, results, cases, options=options, slots=run_slots,
+                interleave=interleave_teams, timeout_s=timeout_s,
+                gpu_tolerance_mib=preset.gpu_tolerance_mib, limits=limits,
+                advance=advance).items():
+            teams[team].update(entry)
+        save("run")
         _score_all(teams, results, labels, score_options, workers=workers, executor=executor,
                    n_cases=len(cases), report=report)
         save("score")

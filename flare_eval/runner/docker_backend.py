@@ -13,6 +13,7 @@ requiring ``/bin/bash`` lets minimal images run. The image's entrypoint is kept,
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 from dataclasses import dataclass, field
@@ -22,6 +23,7 @@ from typing import Any
 from flare_eval.errors import RunnerError
 from flare_eval.runner.execution import Execution
 from flare_eval.runner.sampler import ResourceSampler
+from flare_eval.runner.slots import Slot
 
 __all__ = ["CONTAINER_LABEL", "WORK_LABEL", "DEADLINE_LABEL", "DockerOptions", "DockerBackend",
            "HostFitWarning", "OFFICIAL_MEMORY", "fit_to_host",
@@ -72,6 +74,11 @@ class DockerOptions:
     ----------
     gpu_index
         GPU passed as ``--gpus device=N``; ``None`` requests no GPU.
+    gpu_uuid
+        The GPU asked for by UUID instead (``--gpus device=GPU-...``): the index order of the
+        engine's host, which a slot's index came from, is not needed then.
+    cpuset_cpus
+        Cores the container is pinned to (``--cpuset-cpus 0-3``); ``None``: any.
     memory
         Memory limit (``-m``), swap included so an overrun is an OOM kill, not swapping.
         ``None``: the official 28g, or the engine host's RAM where it has less (see
@@ -94,6 +101,8 @@ class DockerOptions:
     """
 
     gpu_index: int | None = None
+    gpu_uuid: str | None = None
+    cpuset_cpus: str | None = None
     memory: str | None = None
     shm_size: str | None = None
     network: str = "none"
@@ -249,6 +258,15 @@ class DockerBackend:
             "cap_drop": ["ALL"], "log_bytes": o.log_bytes,
         }
 
+    def on_slot(self, slot: Slot) -> DockerBackend:
+        """This image and these settings, pinned to ``slot``'s cores and given its GPU (by UUID
+        where NVML named it)."""
+        gpu = slot.gpu
+        options = dataclasses.replace(
+            self.options, cpuset_cpus=slot.cpuset, gpu_index=None if gpu is None else gpu.index,
+            gpu_uuid=None if gpu is None else gpu.uuid)
+        return DockerBackend(self.client, self.image, options)
+
     def _remove_leftovers(self, inputs_dir: Path) -> None:
         # A runner killed outright (SIGKILL, power loss) cannot remove its container; the
         # resumed run finds it by the case's work folder, which no other run shares.
@@ -264,8 +282,8 @@ class DockerBackend:
         deadline = ({} if timeout_s is None else
                     {DEADLINE_LABEL: f"{time.time() + timeout_s + _DEADLINE_GRACE_S:.0f}"})
         devices = (
-            [DeviceRequest(device_ids=[str(o.gpu_index)], capabilities=[["gpu"]])]
-            if o.gpu_index is not None else None
+            [DeviceRequest(device_ids=[o.gpu_uuid or str(o.gpu_index)], capabilities=[["gpu"]])]
+            if o.gpu_index is not None or o.gpu_uuid is not None else None
         )
         return self.client.containers.create(
             self.image,
@@ -283,6 +301,7 @@ class DockerBackend:
             security_opt=["no-new-privileges"],
             pids_limit=o.pids_limit,
             device_requests=devices,
+            cpuset_cpus=o.cpuset_cpus,
             # The 'local' driver costs a third of 'json-file' per line (50 MB of short lines:
             # 5 s against 13 s here); two uncompressed files of half the cap each.
             log_config=LogConfig(type="local", config={

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from flare_eval.runner.sampler import ResourceSampler, Samples
+from flare_eval.runner.slots import Slot
 
 __all__ = ["Execution", "Backend"]
 
@@ -57,4 +58,9 @@ class Backend(Protocol):
 
     def describe(self) -> dict[str, Any]:
         """Plain-data settings recorded in ``run.json`` (and compared on resume)."""
+        ...
+
+    def on_slot(self, slot: Slot) -> Backend:
+        """The same backend pinned to ``slot``'s cores and given its GPU (see
+        :mod:`flare_eval.runner.slots`)."""
         ...

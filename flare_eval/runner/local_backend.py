@@ -31,6 +31,7 @@ from typing import Any
 from flare_eval.errors import RunnerError
 from flare_eval.runner.execution import Execution
 from flare_eval.runner.sampler import ResourceSampler
+from flare_eval.runner.slots import Slot, cpuset_text
 
 __all__ = ["LocalBackend"]
 
@@ -89,6 +90,9 @@ class LocalBackend:
         GPU the submission may use (PCI bus order, as NVML); none is visible if unset.
     dev_root
         Where the NVIDIA device nodes are looked up (``/dev``; another folder in tests).
+    cpus
+        Cores the sandbox is pinned to (with ``taskset``, which every process in it inherits);
+        ``None``: any.
 
     Raises
     ------
@@ -98,7 +102,7 @@ class LocalBackend:
     """
 
     def __init__(self, submission: Path, *, network: str = "none", gpu_index: int | None = None,
-                 dev_root: Path = Path("/dev")) -> None:
+                 dev_root: Path = Path("/dev"), cpus: frozenset[int] | None = None) -> None:
         self.submission = Path(submission).resolve()
         if not (self.submission / "predict.sh").is_file():
             raise RunnerError(
@@ -115,6 +119,16 @@ class LocalBackend:
                 hint="apt-get install bubblewrap, or use --backend docker",
             )
         self.bwrap = bwrap
+        self.pin: list[str] = []
+        if cpus is not None:
+            taskset = shutil.which("taskset")
+            if taskset is None:
+                raise RunnerError(
+                    "the local backend pins a slot's cores with taskset, which is not installed",
+                    hint="apt-get install util-linux, or run without --slots")
+            self.pin = [taskset, "--cpu-list", cpuset_text(cpus)]
+        self.cpus = cpus
+        self.dev_root = Path(dev_root)
         self.gpu_index = gpu_index
         self.gpu_nodes = sorted(Path(dev_root).glob("nvidia*")) if gpu_index is not None else []
         if gpu_index is not None and not self.gpu_nodes:
@@ -128,8 +142,13 @@ class LocalBackend:
         return {"backend": "local", "submission": str(self.submission), "network": self.network,
                 "gpu_index": self.gpu_index, "command": ["sh", "predict.sh"], "uid": NOBODY}
 
+    def on_slot(self, slot: Slot) -> LocalBackend:
+        """This submission pinned to ``slot``'s cores, with its GPU's device nodes."""
+        return LocalBackend(self.submission, network=self.network, dev_root=self.dev_root,
+                            gpu_index=None if slot.gpu is None else slot.gpu.index, cpus=slot.cpus)
+
     def _sandbox_args(self, inputs_dir: Path, outputs_dir: Path) -> list[str]:
-        args = [self.bwrap, "--die-with-parent", "--unshare-user", "--uid", str(NOBODY),
+        args = [*self.pin, self.bwrap, "--die-with-parent", "--unshare-user", "--uid", str(NOBODY),
                 "--gid", str(NOBODY), "--cap-drop", "ALL", "--unshare-pid", "--unshare-ipc",
                 "--unshare-uts", "--clearenv"]
         if self.network == "none":

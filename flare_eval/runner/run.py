@@ -6,7 +6,8 @@ Layout written under ``OUT/<team>/``::
     efficiency/<id>_0000.json       official keys (gpu_memory, cpu_list, RAM_list, time) + extras
     logs/<id>.stdout.txt, .stderr.txt   the run's streams, capped (the tail is kept)
     <team>_Efficiency.csv           official columns, a row for every case that ran
-    runs.csv                        one row per case: status, exit code, timings, GPU areas
+    runs.csv                        one row per case: status, exit code, timings, GPU areas,
+                                    where it ran (host, slot, cpuset, GPU name/UUID/driver)
     runner.json                     backend settings, sampler, versions (a resumed run must match;
                                     the timeout may change, each case's JSON records its own)
 
@@ -33,8 +34,10 @@ import errno
 import json
 import os
 import shutil
+import socket
+import threading
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -61,16 +64,19 @@ from flare_eval.runner.intake import (
     stage_case,
     take_output,
 )
+from flare_eval.runner.pool import Job, run_on_slots
 from flare_eval.runner.sampler import ResourceSampler
+from flare_eval.runner.slots import Slot, default_slot
 
-__all__ = ["RUN_STATUSES", "RUNS_COLUMNS", "INPUT_SUFFIX", "find_cases", "check_prediction",
-           "run_submission"]
+__all__ = ["RUN_STATUSES", "RUNS_COLUMNS", "INPUT_SUFFIX", "TeamRun", "find_cases",
+           "check_prediction", "resolve_slots", "run_submission"]
 
 RUN_STATUSES: tuple[str, ...] = ("ok", "timeout", "crash", "oom", "no_output", "bad_output", "error")
 RUNS_COLUMNS: tuple[str, ...] = (
     "case", "name", "status", "exit_code", "oom_killed", "time_s", "max_gpu_mib",
     "auc_gpu_mibs", "auc_gpu_trapz_mibs", "auc_gpu_over_tolerance_mibs", "n_gpu_samples",
-    "started_at", "finished_at", "message",
+    "started_at", "finished_at", "host", "slot", "cpuset", "gpu_index", "gpu_name", "gpu_uuid",
+    "gpu_driver", "message",
 )
 #: Input files are ``<id>_0000.nii.gz``; the output must be ``<id>.nii.gz``.
 INPUT_SUFFIX = "_0000.nii.gz"
@@ -210,7 +216,7 @@ def _write_tables(team_dir: Path, team: str, records: dict[str, dict[str, Any]])
     efficiency = pd.DataFrame([r["efficiency_row"] for _, r in sorted(records.items())],
                               columns=list(EFFICIENCY_COLUMNS))
     # Integer columns with empty cells would otherwise turn into floats (3072.0).
-    for column in ("exit_code", "max_gpu_mib", "auc_gpu_mibs", "n_gpu_samples"):
+    for column in ("exit_code", "max_gpu_mib", "auc_gpu_mibs", "n_gpu_samples", "gpu_index"):
         runs[column] = runs[column].astype("Int64")
     for column in ("MaxGPU_Mem", "AUC_GPU_Time", "AUC_RAM_Time"):
         efficiency[column] = efficiency[column].astype("Int64")
@@ -241,6 +247,7 @@ def run_submission(
     team: str,
     timeout_s: float | None = None,
     gpu_index: int | None = None,
+    slots: Sequence[Slot] | None = None,
     per_process_gpu: bool = False,
     gpu_tolerance_mib: float = FLARE23.gpu_tolerance_mib,
     period_s: float = OFFICIAL_PERIOD_S,
@@ -267,6 +274,10 @@ def run_submission(
         Seconds before a case is killed; ``None`` waits forever (the official harness).
     gpu_index
         NVML index of the GPU to sample (the one the container gets); ``None``: none.
+    slots
+        Run cases side by side, one per slot, each pinned to its slot's cores and GPU
+        (:func:`~flare_eval.runner.slots.parse_slots`); ``None``: one case at a time on the
+        whole host, as without slots. Not together with ``gpu_index``.
     per_process_gpu
         Also record the GPU memory of the run's own processes (``gpu_process_memory``).
     gpu_tolerance_mib
@@ -296,67 +307,154 @@ def run_submission(
     InputError
         When ``inputs_dir`` holds no case.
     ConfigError
-        When ``out_dir/<team>`` holds a run made with other settings, or ``team`` is not a
-        plain name.
+        When ``out_dir/<team>`` holds a run made with other settings, ``team`` is not a
+        plain name, or both ``gpu_index`` and ``slots`` are given.
     DiskFullError
         When the disk of the results or the staging folder fills: the case in flight is not
         recorded, every finished one is kept, and the same call resumes.
     """
-    import flare_eval
+    slots = resolve_slots(slots, gpu_index, nvml=nvml)
+    with TeamRun(backend, inputs_dir, out_dir, team=team, timeout_s=timeout_s,
+                 gpu_index=gpu_index, slots=slots, gpu_tolerance_mib=gpu_tolerance_mib,
+                 period_s=period_s, log_cap_bytes=log_cap_bytes, limits=limits,
+                 retry_failed=retry_failed) as run:
+        with _progress(progress, len(run.cases)) as advance:
+            advance(len(run.cases) - len(run.todo), "resumed")
+            run_on_slots(run.jobs(), slots, period_s=period_s, per_process_gpu=per_process_gpu,
+                         nvml=nvml, advance=advance)
+        return run.finish()
 
-    if not team or Path(team).name != team or team.startswith("."):
-        raise ConfigError(f"--team {team!r}: expected a plain folder name")
-    cases = find_cases(inputs_dir)
-    team_dir = Path(out_dir) / team
-    with exclusive(team_dir, option="team folder", command="run"):
-        dirs = {name: team_dir / name for name in ("predictions", "efficiency", "logs", ".incoming")}
-        for path in dirs.values():
+
+def resolve_slots(slots: Sequence[Slot] | None, gpu_index: int | None, *,
+                  nvml: Any = None) -> list[Slot]:
+    """``slots`` as given, or the default slot of ``gpu_index``; refuses both at once."""
+    if slots is None:
+        return [default_slot(gpu_index, nvml=nvml)]
+    if gpu_index is not None:
+        raise ConfigError(f"--gpu {gpu_index} and --slots: give each slot's GPU in --slots",
+                          hint="e.g. --slots 0:0-3 for GPU 0 with cores 0-3")
+    if not slots:
+        raise ConfigError("--slots: expected at least one slot, got none")
+    return list(slots)
+
+
+class TeamRun:
+    """One team's run in progress: its folders, its records and the cases still to run.
+
+    Entering it (``with TeamRun(...) as run``) takes the team folder's lock for the run, creates
+    ``out_dir/<team>/``, checks the settings of an earlier run there (``runner.json``) and reads
+    its records; :meth:`jobs` are the cases still to run (for
+    :func:`~flare_eval.runner.pool.run_on_slots`, possibly beside other teams' jobs), and
+    :meth:`finish` writes the tables and returns the rows. Parameters as
+    :func:`run_submission`'s (``slots`` resolved).
+    """
+
+    def __init__(self, backend: Backend, inputs_dir: Path, out_dir: Path, *, team: str,
+                 timeout_s: float | None, gpu_index: int | None, slots: Sequence[Slot],
+                 gpu_tolerance_mib: float, period_s: float, log_cap_bytes: int,
+                 limits: OutputLimits, retry_failed: bool) -> None:
+        if not team or Path(team).name != team or team.startswith("."):
+            raise ConfigError(f"--team {team!r}: expected a plain folder name")
+        self.backend, self.team = backend, team
+        self.cases = find_cases(inputs_dir)
+        self.team_dir = Path(out_dir) / team
+        self.dirs = {name: self.team_dir / name
+                     for name in ("predictions", "efficiency", "logs", ".incoming")}
+        self._check = {"gpu_index": gpu_index, "slots": slots, "period_s": period_s,
+                       "gpu_tolerance_mib": gpu_tolerance_mib, "retry_failed": retry_failed}
+        self._settings = {"timeout_s": timeout_s, "tolerance_mib": gpu_tolerance_mib,
+                          "period_s": period_s, "log_cap_bytes": log_cap_bytes, "limits": limits}
+        self._lock = threading.Lock()
+        self._pinned: dict[str, Backend] = {}
+        self._stack = contextlib.ExitStack()
+        self.records: dict[str, dict[str, Any]] = {}
+        self.todo: list[tuple[str, Path]] = []
+
+    def __enter__(self) -> TeamRun:
+        """Take the team folder's lock (one writer), check its settings, read its records."""
+        with self._stack as stack:
+            stack.enter_context(exclusive(self.team_dir, option="team folder", command="run"))
+            self._open()
+            self._stack = stack.pop_all()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stack.close()
+
+    def _open(self) -> None:
+        import flare_eval
+
+        for path in self.dirs.values():
             path.mkdir(parents=True, exist_ok=True)
-        _check_settings(team_dir, {
-            **backend.describe(), "sampled_gpu_index": gpu_index,
-            "period_s": period_s, "gpu_tolerance_mib": gpu_tolerance_mib,
+        check = self._check
+        _check_settings(self.team_dir, {
+            **self.backend.describe(), "sampled_gpu_index": check["gpu_index"],
+            "period_s": check["period_s"], "gpu_tolerance_mib": check["gpu_tolerance_mib"],
+            "slots": [slot.describe() for slot in check["slots"]],
             "versions": {"flare_eval": flare_eval.__version__},
         })
-        records = _load_records(dirs["efficiency"])
+        self.records = _load_records(self.dirs["efficiency"])
 
         def finished(case: str) -> bool:
-            status = records.get(case, {}).get("record", {}).get("status")
-            return status is not None and status != "error" and (status == "ok" or not retry_failed)
+            status = self.records.get(case, {}).get("record", {}).get("status")
+            return status is not None and status != "error" and (
+                status == "ok" or not check["retry_failed"])
 
-        todo = [(case, path) for case, path in cases if not finished(case)]
-        for case, _ in cases:
+        self.todo = [(case, path) for case, path in self.cases if not finished(case)]
+        for case, _ in self.cases:
             # A run killed between a case's record and its clean-up left its staging folder
             # (and output tmpfs) behind; finished cases are not staged again, so release them here.
-            work = case_folder(team_dir, case)
+            work = case_folder(self.team_dir, case)
             if work.exists():
                 release_case(work)
-        with ResourceSampler(gpu_index, period_s=period_s, per_process=per_process_gpu,
-                             nvml=nvml) as sampler, _progress(progress, len(cases)) as advance:
-            advance(len(cases) - len(todo), "resumed")
-            for case, input_image in todo:
-                work = case_folder(team_dir, case)
-                try:
-                    records[case] = _run_one(backend, sampler, case, input_image, dirs, work,
-                                             timeout_s=timeout_s, tolerance_mib=gpu_tolerance_mib,
-                                             period_s=period_s, log_cap_bytes=log_cap_bytes,
-                                             limits=limits)
-                    _write_tables(team_dir, team, records)
-                except OSError as err:
-                    if err.errno != errno.ENOSPC:
-                        raise
-                    # The case has no record yet, so a resumed run runs it again.
-                    raise disk_full(team_dir, log_cap_bytes * 2 + limits.max_bytes) from None
-                finally:
-                    release_case(work)
-                advance(1, f"{case}: {records[case]['record']['status']}")
-        _write_tables(team_dir, team, records)
-        shutil.rmtree(dirs[".incoming"], ignore_errors=True)
-        return [records[case]["record"] for case, _ in cases if case in records]
+
+    def jobs(self, label: Callable[[str], str] = str) -> list[Job]:
+        """A :class:`~flare_eval.runner.pool.Job` per case still to run; ``label(case)`` is
+        what the progress display shows of it."""
+        return [Job(self.team, label(case),
+                    lambda slot, sampler, case=case, image=image: self.run_case(
+                        case, image, slot, sampler))
+                for case, image in self.todo]
+
+    def _backend(self, slot: Slot) -> Backend:
+        if not slot.pinned:
+            return self.backend
+        with self._lock:
+            if slot.name not in self._pinned:
+                self._pinned[slot.name] = self.backend.on_slot(slot)
+            return self._pinned[slot.name]
+
+    def run_case(self, case: str, input_image: Path, slot: Slot, sampler: ResourceSampler) -> str:
+        """Run and record one case on ``slot``; returns its status."""
+        work = case_folder(self.team_dir, case)
+        try:
+            document = _run_one(self._backend(slot), sampler, case, input_image, self.dirs, work,
+                                slot=slot, **self._settings)
+            with self._lock:
+                self.records[case] = document
+                _write_tables(self.team_dir, self.team, self.records)
+        except OSError as err:
+            if err.errno != errno.ENOSPC:
+                raise
+            # The case has no record yet, so a resumed run runs it again.
+            limits = self._settings["limits"]
+            raise disk_full(self.team_dir,
+                            self._settings["log_cap_bytes"] * 2 + limits.max_bytes) from None
+        finally:
+            release_case(work)
+        return str(document["record"]["status"])
+
+    def finish(self) -> list[dict[str, Any]]:
+        """Write the tables, drop the intake folder; the ``runs.csv`` rows in case order."""
+        _write_tables(self.team_dir, self.team, self.records)
+        shutil.rmtree(self.dirs[".incoming"], ignore_errors=True)
+        return [self.records[case]["record"] for case, _ in self.cases if case in self.records]
 
 
 def _run_one(backend: Backend, sampler: ResourceSampler, case: str, input_image: Path,
-             dirs: dict[str, Path], work: Path, *, timeout_s: float | None, tolerance_mib: float,
-             period_s: float, log_cap_bytes: int, limits: OutputLimits) -> dict[str, Any]:
+             dirs: dict[str, Path], work: Path, *, slot: Slot, timeout_s: float | None,
+             tolerance_mib: float, period_s: float, log_cap_bytes: int,
+             limits: OutputLimits) -> dict[str, Any]:
     inputs, outputs = stage_case(input_image, work, limits)
     started = dt.datetime.now(dt.timezone.utc)
     execution = backend.run_case(inputs, outputs, timeout_s=timeout_s, sampler=sampler,
@@ -380,6 +478,7 @@ def _run_one(backend: Backend, sampler: ResourceSampler, case: str, input_image:
         **_gpu_columns(execution, tolerance_mib, period_s),
         "started_at": started.isoformat(timespec="milliseconds"),
         "finished_at": finished.isoformat(timespec="milliseconds"),
+        **_where(slot),
         "message": message,
     }
     document = {
@@ -398,6 +497,16 @@ def _run_one(backend: Backend, sampler: ResourceSampler, case: str, input_image:
     }
     atomic_write_text(dirs["efficiency"] / f"{case}_0000.json", json.dumps(document))
     return document
+
+
+def _where(slot: Slot) -> dict[str, Any]:
+    """The ``runs.csv`` columns saying where a case ran (fairness is checked, not assumed)."""
+    gpu = slot.gpu
+    return {"host": socket.gethostname(), "slot": slot.name, "cpuset": slot.cpuset,
+            "gpu_index": None if gpu is None else gpu.index,
+            "gpu_name": None if gpu is None else gpu.name,
+            "gpu_uuid": None if gpu is None else gpu.uuid,
+            "gpu_driver": None if gpu is None else gpu.driver}
 
 
 @contextlib.contextmanager

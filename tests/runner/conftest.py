@@ -113,9 +113,12 @@ class _FakeNVML:
     class NVMLError_LibraryNotFound(NVMLError):
         pass
 
-    def __init__(self, used_mib=lambda t: 1000.0, query_s=0.0, slow_calls=(), processes=()):
+    def __init__(self, used_mib=lambda t: 1000.0, query_s=0.0, slow_calls=(), processes=(),
+                 n_gpus=1):
         self.used_mib, self.query_s, self.slow_calls = used_mib, query_s, slow_calls
         self.processes = processes
+        self.n_gpus = n_gpus
+        self.handles: list = []  # every handle asked for, in order (which GPU was sampled)
         self.calls = 0
         self.shutdown = False
 
@@ -132,9 +135,22 @@ class _FakeNVML:
         return b"Fake GPU"
 
     def nvmlDeviceGetHandleByIndex(self, index):
-        if index != 0:
+        if not 0 <= index < self.n_gpus:
             raise self.NVMLError(f"Invalid Argument (index {index})")
-        return "handle0"
+        self.handles.append(f"handle{index}")
+        return f"handle{index}"
+
+    def nvmlDeviceGetCount(self):
+        return self.n_gpus
+
+    def nvmlDeviceGetUUID(self, handle):
+        return f"GPU-fake-{handle[len('handle'):]}"
+
+    def nvmlDeviceGetName(self, handle):
+        return b"Fake H100"  # older bindings return bytes
+
+    def nvmlSystemGetDriverVersion(self):
+        return "550.54.15"
 
     def nvmlDeviceGetMemoryInfo(self, handle):
         self.calls += 1
