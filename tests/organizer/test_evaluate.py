@@ -308,3 +308,27 @@ def test_a_running_evaluation_holds_its_folder(challenge, tmp_path, capsys):
     err = capsys.readouterr().err
     assert "another flare-eval is writing there (evaluate, pid 4242 on host elsewhere)" in err
     assert not (out / "manifest.json").exists()
+
+
+def test_two_slots_give_the_same_results_as_one_at_a_time(finished, challenge, tmp_path,
+                                                          docker_client):
+    """--slots 2 (one core each): what runs where changes, no score, rank or failure does."""
+    out = tmp_path / "out"
+    assert main([*_args(challenge, out), "--slots", "cpu:0,cpu:1", "--interleave-teams"]) == 4
+    for team in ("alpha", "bravo", "charlie", "delta"):
+        a, b = finished / "results" / team, out / "results" / team
+        for name in SCORE_TABLES:
+            assert (a / name).read_bytes() == (b / name).read_bytes(), (team, name)
+        assert _files(a / "predictions") == _files(b / "predictions")
+    boards = [pd.read_csv(o / "results" / "ranking" / "leaderboard.csv").drop(columns="runtime")
+              for o in (finished, out)]
+    pd.testing.assert_frame_equal(*boards)
+    assert (finished / "failures.csv").read_bytes() == (out / "failures.csv").read_bytes()
+    runs = pd.concat([pd.read_csv(out / "results" / t / "runs.csv", dtype=str)
+                      for t in ("alpha", "bravo", "charlie")])
+    # 9 cases over both slots, each recorded with its slot's core
+    assert set(zip(runs["slot"], runs["cpuset"])) == {("0", "0"), ("1", "1")}
+    assert len(runs) == 9 and runs["host"].nunique() == 1
+    slots = json.loads((out / "manifest.json").read_text())["configuration"]["slots"]
+    assert [s["cpuset"] for s in slots] == ["0", "1"]
+    assert _leftovers(docker_client) == []
