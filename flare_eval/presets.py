@@ -31,6 +31,7 @@ __all__ = [
     "PHANTOM_SHAPE",
     "PHANTOM_SPACING_MM",
     "PHANTOM_QUALITY_PROFILES",
+    "SLOT_TOLERANCE",
 ]
 
 
@@ -238,6 +239,12 @@ class Preset:
 FLARE23 = Preset(name="flare23", classes=FLARE23_CLASSES)
 
 PRESETS: dict[str, Preset] = {"flare23": FLARE23}
+
+#: Most relative difference between the calibrated times of two slots (slowest / fastest - 1,
+#: per workload and mode) before ``evaluate --slots --calibration`` refuses: 10 %, a fifth of
+#: the gap between two adjacent GPU generations, and above the run-to-run noise of the
+#: reference loop on an idle dedicated host (a few percent).
+SLOT_TOLERANCE: float = 0.10
 
 
 def get_preset(name: str) -> Preset:

@@ -85,3 +85,30 @@ def chromium_path() -> str:
             return path
     skip_or_fail("headless Chromium is not installed (apt-get install chromium)")
     raise AssertionError("unreachable")
+
+
+def busybox_rootfs(applets: tuple[str, ...], files: dict[str, bytes]) -> bytes:
+    """A tar of a busybox-static root filesystem (for ``docker import``): ``bin/busybox``, a link
+    per applet, world-writable ``tmp`` and ``workspace``, and ``files`` (path -> bytes)."""
+    import io
+    import tarfile
+
+    busybox = shutil.which("busybox")
+    if busybox is None:
+        skip_or_fail("busybox is not installed (apt-get install busybox-static)")
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        tar.add(busybox, arcname="bin/busybox")
+        for applet in applets:
+            link = tarfile.TarInfo(f"bin/{applet}")
+            link.type, link.linkname = tarfile.SYMTYPE, "busybox"
+            tar.addfile(link)
+        for folder in ("tmp", "workspace"):
+            entry = tarfile.TarInfo(folder)
+            entry.type, entry.mode = tarfile.DIRTYPE, 0o1777
+            tar.addfile(entry)
+        for name, data in files.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return buffer.getvalue()

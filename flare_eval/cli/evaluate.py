@@ -73,6 +73,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--interleave-teams", action="store_true",
                    help="with --slots: queue one case of each team in turn (default: team after "
                         "team, a team's cases spread over the slots)")
+    p.add_argument("--calibration", metavar="FILE|run", default=None,
+                   help="with --slots: refuse slots that differ by more than the tolerance in this "
+                        "'flare-eval calibrate' table, or calibrate here first (run)")
+    p.add_argument("--allow-uneven-slots", action="store_true",
+                   help="warn about uneven slots instead of refusing them")
     p.add_argument("--scheduler", metavar="ADDRESS", default=None,
                    help="dask.distributed scheduler (tcp://HOST:PORT) to score on; containers "
                         "still run here")
@@ -162,7 +167,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
         result = evaluate(
             args.submissions, args.images, args.labels, args.out, timeout_s=args.timeout,
             gpu_index=args.gpu, slots=parse_slots(args.slots) if args.slots is not None else None,
-            interleave_teams=args.interleave_teams, preset=preset, lesion_options=lesions,
+            interleave_teams=args.interleave_teams, calibration=args.calibration,
+            allow_uneven_slots=args.allow_uneven_slots, preset=preset, lesion_options=lesions,
             container=DockerOptions(memory=args.memory, shm_size=args.shm_size),
             n_bootstrap=args.bootstrap, seed=args.seed, workers=args.workers, executor=executor,
             progress=progress,

@@ -181,6 +181,21 @@ def _run_teams(client: Any, submissions: list[Submission], images_dir: Path, res
     return entries
 
 
+def _calibrated(out: Path, calibration: StrPath, slots: list[Slot], *,
+                allow_uneven: bool) -> None:
+    """Check the slots against a calibration (read, or ``"run"`` here), kept in
+    ``OUT/calibration.csv``."""
+    from flare_eval.io import write_table
+    from flare_eval.runner.calibrate import calibrate, check_calibration, read_calibration
+
+    if str(calibration) == "run":
+        table, source = calibrate(slots), f"--calibration run (table in {out / 'calibration.csv'})"
+    else:
+        table, source = read_calibration(Path(calibration)), f"--calibration {calibration}"
+    write_table(table, out / "calibration.csv")
+    check_calibration(table, slots, allow_uneven=allow_uneven, source=source)
+
+
 def _failures(results: Path, teams: dict[str, dict[str, Any]]) -> pd.DataFrame:
     """Every failed load, run and scored case, the report's failure table first."""
     import pandas as pd
@@ -216,6 +231,8 @@ def evaluate(
     gpu_index: int | None = None,
     slots: Sequence[Slot] | None = None,
     interleave_teams: bool = False,
+    calibration: StrPath | None = None,
+    allow_uneven_slots: bool = False,
     preset: Preset = FLARE23,
     lesion_options: LesionOptions = LesionOptions(),
     container: DockerOptions = DockerOptions(),
@@ -251,6 +268,12 @@ def evaluate(
     interleave_teams
         Queue one case of each team in turn instead of team after team, so that a slow team
         cannot hold every slot.
+    calibration
+        A table of ``flare-eval calibrate`` for these slots, or ``"run"`` to calibrate here
+        first; copied to ``OUT/calibration.csv``. Slots that differ by more than
+        :data:`~flare_eval.presets.SLOT_TOLERANCE` are refused.  ``None``: no check.
+    allow_uneven_slots
+        Warn about uneven slots instead of refusing them.
     preset, lesion_options
         Scoring and ranking rules.
     container
@@ -312,6 +335,8 @@ def evaluate(
         "seed": seed,
     }
     with exclusive(out, option="--out", command="evaluate"):
+        if calibration is not None:  # before anything runs, and before the manifest is claimed
+            _calibrated(out, calibration, run_slots, allow_uneven=allow_uneven_slots)
         claim_manifest(out, configuration, submissions, images, labels)
         status = read_status(out)
         if status is not None and status.get("complete"):

@@ -17,13 +17,10 @@ pipeline has to load them.
 
 from __future__ import annotations
 
-import io
 import json
-import shutil
 import signal
 import subprocess
 import sys
-import tarfile
 import time
 import uuid
 from dataclasses import dataclass
@@ -37,7 +34,7 @@ from flare_eval.io import read_label, write_label
 from flare_eval.phantoms import simulate_prediction, write_phantom_set
 from flare_eval.runner.docker_backend import CONTAINER_LABEL, WORK_LABEL
 from flare_eval.runner.intake import case_folder
-from tests.conftest import require_module, skip_or_fail
+from tests.conftest import busybox_rootfs, require_module
 
 require_module("psutil")  # the runner's sampler
 pytest.importorskip("matplotlib")  # the report
@@ -82,28 +79,9 @@ class Challenge:
     tags: list[str]
 
 
-def _add_bytes(tar: tarfile.TarFile, name: str, data: bytes) -> None:
-    info = tarfile.TarInfo(name)
-    info.size = len(data)
-    tar.addfile(info, io.BytesIO(data))
-
-
-def _team_rootfs(busybox: str, script: str, predictions: dict[str, bytes]) -> bytes:
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w") as tar:
-        tar.add(busybox, arcname="bin/busybox")
-        for applet in APPLETS:
-            link = tarfile.TarInfo(f"bin/{applet}")
-            link.type, link.linkname = tarfile.SYMTYPE, "busybox"
-            tar.addfile(link)
-        for folder in ("tmp", "workspace", "workspace/preds"):
-            entry = tarfile.TarInfo(folder)
-            entry.type, entry.mode = tarfile.DIRTYPE, 0o1777
-            tar.addfile(entry)
-        _add_bytes(tar, "workspace/predict.sh", script.encode())
-        for case, data in predictions.items():
-            _add_bytes(tar, f"workspace/preds/{case}.nii.gz", data)
-    return buffer.getvalue()
+def _team_rootfs(script: str, predictions: dict[str, bytes]) -> bytes:
+    return busybox_rootfs(APPLETS, {"workspace/predict.sh": script.encode(), **{
+        f"workspace/preds/{case}.nii.gz": data for case, data in predictions.items()}})
 
 
 @pytest.fixture(scope="module")
@@ -112,9 +90,6 @@ def challenge(docker_client, tmp_path_factory) -> Challenge:
     charlie (poor, hangs on the first case) as ``docker save`` tarballs, and delta, whose
     tarball is no image at all.  The images are removed from the engine after saving, so that
     the pipeline has to load them."""
-    busybox = shutil.which("busybox")
-    if busybox is None:
-        skip_or_fail("busybox is not installed (apt-get install busybox-static)")
     root = tmp_path_factory.mktemp("challenge")
     cases = write_phantom_set(root / "test", cases=3, seed=40, shape=(32, 32, 24),
                               spacing_mm=(10.0, 10.0, 12.0), prefix="hidden")
@@ -136,7 +111,7 @@ def challenge(docker_client, tmp_path_factory) -> Challenge:
         tag = f"flare-eval-org-{run_id}-{team.name}:latest"
         repository, version = tag.split(":")
         docker_client.api.import_image_from_data(
-            _team_rootfs(busybox, script, predictions), repository=repository, tag=version,
+            _team_rootfs(script, predictions), repository=repository, tag=version,
             changes=["WORKDIR /workspace", "ENV PATH=/bin"])
         with (submissions / f"{team.name}.tar").open("wb") as stream:
             for chunk in docker_client.images.get(tag).save(named=True):
@@ -331,4 +306,17 @@ def test_two_slots_give_the_same_results_as_one_at_a_time(finished, challenge, t
     assert len(runs) == 9 and runs["host"].nunique() == 1
     slots = json.loads((out / "manifest.json").read_text())["configuration"]["slots"]
     assert [s["cpuset"] for s in slots] == ["0", "1"]
-    assert _leftovers(docker_client) == []
+    assert _leftovers(docker_client, out, challenge) == []
+
+
+def test_uneven_calibrated_slots_are_refused_before_anything_runs(challenge, tmp_path, capsys):
+    # slot 1 takes 1.5 s where slot 0 takes 1.0 s: 50 % apart, over the 10 % tolerance
+    table = tmp_path / "calibration.csv"
+    table.write_text("slot,cpuset,gpu_uuid,workload,mode,seconds,ratio,note\n"
+                     "0,0,,cpu,alone,1.0,1.0,\n1,1,,cpu,alone,1.5,1.5,\n")
+    out = tmp_path / "out"
+    args = [*_args(challenge, out), "--slots", "cpu:0,cpu:1", "--calibration", str(table)]
+    assert main(args) == 2
+    assert ("slots differ by 50% on the cpu workload (alone): slot 1 1.500 s, slot 0 1.000 s; "
+            "the tolerance is 10%") in capsys.readouterr().err
+    assert not (out / "manifest.json").exists() and not (out / "results").exists()

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import io
-import shutil
-import tarfile
 import time
 import uuid
 from pathlib import Path
@@ -14,7 +11,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from tests.conftest import skip_or_fail
+from tests.conftest import busybox_rootfs
 
 #: Case ids pick the behaviour of the test submission (busybox sh, no Python inside).
 PREDICT_SH = """\
@@ -71,30 +68,14 @@ def submission(tmp_path: Path) -> Path:
 @pytest.fixture(scope="session")
 def busybox_image(docker_client, tmp_path_factory) -> str:
     """A ~2 MB image from a busybox-static rootfs with the test submission in /workspace."""
-    busybox = shutil.which("busybox")
-    if busybox is None:
-        skip_or_fail("busybox is not installed (apt-get install busybox-static)")
     folder = tmp_path_factory.mktemp("image")
     _label_file(folder / "bad.nii.gz", (3, 3, 3))
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w") as tar:
-        tar.add(busybox, arcname="bin/busybox")
-        for applet in BUSYBOX_APPLETS:
-            link = tarfile.TarInfo(f"bin/{applet}")
-            link.type, link.linkname = tarfile.SYMTYPE, "busybox"
-            tar.addfile(link)
-        for folder_name in ("tmp", "workspace"):
-            entry = tarfile.TarInfo(folder_name)
-            entry.type, entry.mode = tarfile.DIRTYPE, 0o1777
-            tar.addfile(entry)
-        script = PREDICT_SH.encode()
-        info = tarfile.TarInfo("workspace/predict.sh")
-        info.size = len(script)
-        tar.addfile(info, io.BytesIO(script))
-        tar.add(folder / "bad.nii.gz", arcname="workspace/bad.nii.gz")
+    rootfs = busybox_rootfs(BUSYBOX_APPLETS, {
+        "workspace/predict.sh": PREDICT_SH.encode(),
+        "workspace/bad.nii.gz": (folder / "bad.nii.gz").read_bytes()})
     tag = f"flare-eval-test-{uuid.uuid4().hex[:8]}"
     docker_client.api.import_image_from_data(
-        buffer.getvalue(), repository=tag, tag="latest",
+        rootfs, repository=tag, tag="latest",
         changes=["WORKDIR /workspace", "ENV PATH=/bin"],
     )
     yield f"{tag}:latest"

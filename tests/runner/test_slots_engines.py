@@ -25,10 +25,8 @@ intervals check.
 from __future__ import annotations
 
 import contextlib
-import io
 import shutil
 import statistics
-import tarfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -39,7 +37,7 @@ import pytest
 from flare_eval.runner import DockerBackend, DockerOptions, LocalBackend, run_submission
 from flare_eval.runner.docker_backend import CONTAINER_LABEL
 from flare_eval.runner.slots import parse_slots
-from tests.conftest import skip_or_fail
+from tests.conftest import busybox_rootfs, skip_or_fail
 from tests.runner.conftest import _label_file
 
 pytest.importorskip("psutil")  # the sampler
@@ -64,25 +62,10 @@ cp "/workspace/inputs/$f" "/workspace/outputs/$id.nii.gz"
 @pytest.fixture(scope="module")
 def busy_image(docker_client) -> str:
     """A busybox-static image whose predict.sh prints its allowed cores, then burns one core."""
-    busybox = shutil.which("busybox")
-    if busybox is None:
-        skip_or_fail("busybox is not installed (apt-get install busybox-static)")
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w") as tar:
-        tar.add(busybox, arcname="bin/busybox")
-        for applet in ("sh", "ls", "cp", "grep"):
-            link = tarfile.TarInfo(f"bin/{applet}")
-            link.type, link.linkname = tarfile.SYMTYPE, "busybox"
-            tar.addfile(link)
-        for folder in ("tmp", "workspace", "proc"):
-            entry = tarfile.TarInfo(folder)
-            entry.type, entry.mode = tarfile.DIRTYPE, 0o1777
-            tar.addfile(entry)
-        info = tarfile.TarInfo("workspace/predict.sh")
-        info.size = len(BUSY_SH)
-        tar.addfile(info, io.BytesIO(BUSY_SH.encode()))
+    rootfs = busybox_rootfs(("sh", "ls", "cp", "grep"),
+                            {"workspace/predict.sh": BUSY_SH.encode()})
     tag = f"flare-eval-busy-{uuid.uuid4().hex[:8]}"
-    docker_client.api.import_image_from_data(buffer.getvalue(), repository=tag, tag="latest",
+    docker_client.api.import_image_from_data(rootfs, repository=tag, tag="latest",
                                              changes=["WORKDIR /workspace", "ENV PATH=/bin"])
     yield f"{tag}:latest"
     docker_client.images.remove(f"{tag}:latest", force=True)
