@@ -26,8 +26,7 @@ example:
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``calibrate`` verb."""
     from flare_eval.cli.main import HelpFormatter
-    from flare_eval.runner.calibrate import CPU_LOOPS
-    from flare_eval.runner.slots import SLOTS_HELP
+    from flare_eval.cli.parser import SLOTS_HELP
 
     p = subparsers.add_parser(
         "calibrate", help="time a reference workload on every slot, alone and together",
@@ -36,8 +35,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--slots", required=True, metavar="SPEC", help=SLOTS_HELP)
     p.add_argument("--out", required=True, type=Path, metavar="FILE",
                    help="the table to write (CSV)")
-    p.add_argument("--loops", type=int, default=CPU_LOOPS,
-                   help="iterations of the reference CPU loop")
+    p.add_argument("--loops", type=int, default=None,
+                   help="iterations of the reference CPU loop (default: the reference workload's, "
+                        "about 0.3 s of one core)")
     p.set_defaults(handler=run_calibrate)
 
 
@@ -48,13 +48,13 @@ def run_calibrate(args: argparse.Namespace) -> int:
     from flare_eval.errors import ConfigError
     from flare_eval.io import write_table
     from flare_eval.presets import SLOT_TOLERANCE
-    from flare_eval.runner.calibrate import calibrate, check_calibration
+    from flare_eval.runner.calibrate import CPU_LOOPS, calibrate, check_calibration
     from flare_eval.runner.slots import parse_slots
 
-    if args.loops < 1:
+    if args.loops is not None and args.loops < 1:
         raise ConfigError(f"--loops must be 1 or more, got {args.loops}")
     slots = parse_slots(args.slots)
-    table = calibrate(slots, loops=args.loops)
+    table = calibrate(slots, loops=CPU_LOOPS if args.loops is None else args.loops)
     write_table(table, args.out)
     for row in table.itertuples():
         seconds = "-" if row.seconds != row.seconds else f"{row.seconds:.3f} s"

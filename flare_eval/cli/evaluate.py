@@ -52,7 +52,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     from flare_eval.cli.main import HelpFormatter
     from flare_eval.cli.parser import gpu_index
     from flare_eval.presets import PRESETS
-    from flare_eval.runner.slots import SLOTS_HELP
+    from flare_eval.cli.parser import SLOTS_HELP
 
     p = subparsers.add_parser(
         "evaluate", help="run, score, rank and report every team tarball (resumable)",

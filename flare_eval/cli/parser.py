@@ -13,7 +13,15 @@ import sys
 from collections.abc import Sequence
 from typing import Any, NoReturn
 
-__all__ = ["ArgumentParser", "HelpFormatter", "iou_threshold"]
+__all__ = ["ArgumentParser", "HelpFormatter", "SLOTS_HELP", "iou_threshold"]
+
+#: What ``--slots`` takes (:func:`flare_eval.runner.slots.parse_slots`), for the verbs' help.
+SLOTS_HELP = (
+    "where cases run at the same time, one container per slot: N (the cores split evenly into "
+    "N slots, one GPU each where NVML finds GPUs), auto (one slot per GPU), or GPU:CORES items "
+    "such as 0:0-3,1:4-7 (GPU 0 with cores 0-3, GPU 1 with cores 4-7) or cpu:0,cpu:1 (two "
+    "CPU-only slots of one core); default: one unpinned slot, the whole host"
+)
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):

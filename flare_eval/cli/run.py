@@ -41,7 +41,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     from flare_eval.cli.main import HelpFormatter
     from flare_eval.cli.parser import gpu_index
     from flare_eval.presets import FLARE23
-    from flare_eval.runner.slots import SLOTS_HELP
+    from flare_eval.cli.parser import SLOTS_HELP
 
     p = subparsers.add_parser(
         "run", help="run a submission's container on every case and measure its efficiency",

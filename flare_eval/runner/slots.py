@@ -31,16 +31,8 @@ from typing import Any
 
 from flare_eval.errors import ConfigError
 
-__all__ = ["Gpu", "Slot", "SLOTS_HELP", "cpuset_text", "default_slot", "gpu_inventory",
+__all__ = ["Gpu", "Slot", "cpuset_text", "default_slot", "gpu_inventory",
            "host_cpus", "parse_slots"]
-
-#: What ``--slots`` takes, for the command lines' help.
-SLOTS_HELP = (
-    "where cases run at the same time, one container per slot: N (the cores split evenly into "
-    "N slots, one GPU each where NVML finds GPUs), auto (one slot per GPU), or GPU:CORES items "
-    "such as 0:0-3,1:4-7 (GPU 0 with cores 0-3, GPU 1 with cores 4-7) or cpu:0,cpu:1 (two "
-    "CPU-only slots of one core); default: one unpinned slot, the whole host"
-)
 
 _RANGE = re.compile(r"^(\d+)(?:-(\d+))?$")
 
