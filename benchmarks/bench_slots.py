@@ -33,6 +33,7 @@ from pathlib import Path
 import numpy as np
 from bench_runner import _image  # the busybox image of the runner benchmark (run from here)
 
+from flare_eval.presets import FLARE23
 from flare_eval.runner import DockerBackend, DockerOptions, OFFICIAL_PERIOD_S
 from flare_eval.runner.intake import OutputLimits
 from flare_eval.runner.pool import run_on_slots, schedule
@@ -55,7 +56,7 @@ def fleet(client, image: str, script: str, inputs: Path, out: Path, n_teams: int
     with contextlib.ExitStack() as held:
         runs = [held.enter_context(TeamRun(
             backend, inputs, out, team=f"team{k}", timeout_s=120, gpu_index=None, slots=slots,
-            gpu_tolerance_mib=4096.0, period_s=OFFICIAL_PERIOD_S, log_cap_bytes=1 << 20,
+            gpu_tolerance_mib=FLARE23.gpu_tolerance_mib, period_s=OFFICIAL_PERIOD_S, log_cap_bytes=1 << 20,
             limits=OutputLimits(), retry_failed=False)) for k in range(n_teams)]
         t0 = time.monotonic()
         run_on_slots(schedule([run.jobs() for run in runs]), slots, period_s=OFFICIAL_PERIOD_S)
