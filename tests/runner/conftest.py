@@ -109,12 +109,6 @@ class _FakeNVML:
     def nvmlShutdown(self):
         self.shutdown = True
 
-    def nvmlDeviceGetCount(self):
-        return 1
-
-    def nvmlDeviceGetName(self, handle):
-        return b"Fake GPU"
-
     def nvmlDeviceGetHandleByIndex(self, index):
         if not 0 <= index < self.n_gpus:
             raise self.NVMLError(f"Invalid Argument (index {index})")
@@ -128,7 +122,7 @@ class _FakeNVML:
         return f"GPU-fake-{handle[len('handle'):]}"
 
     def nvmlDeviceGetName(self, handle):
-        return b"Fake H100"  # older bindings return bytes
+        return b"Fake GPU"  # older bindings return bytes
 
     def nvmlSystemGetDriverVersion(self):
         return "550.54.15"

@@ -54,7 +54,7 @@ def test_auto_makes_one_slot_per_nvml_gpu_with_its_uuid_name_and_driver(FakeNVML
     slots = parse_slots("auto", cpus=frozenset(range(4)), nvml=nvml)
     assert _cpusets(slots) == ["0-1", "2-3"]
     # the fake's name comes as bytes, as from older bindings
-    assert [slots[1].gpu] == [Gpu(1, "GPU-fake-1", "Fake H100", "550.54.15")]
+    assert [slots[1].gpu] == [Gpu(1, "GPU-fake-1", "Fake GPU", "550.54.15")]
     assert nvml.shutdown
 
 
@@ -149,8 +149,8 @@ def test_run_submission_on_two_gpu_slots_records_where_each_case_ran(tmp_path, m
     cases = [f"ok{k}" for k in range(6)]
     inputs = make_inputs(cases)
     nvml = FakeNVML(n_gpus=2)
-    gpus = [Gpu(0, "GPU-fake-0", "Fake H100", "550.54.15"),
-            Gpu(1, "GPU-fake-1", "Fake H100", "550.54.15")]
+    gpus = [Gpu(0, "GPU-fake-0", "Fake GPU", "550.54.15"),
+            Gpu(1, "GPU-fake-1", "Fake GPU", "550.54.15")]
     slots = [Slot("0", frozenset({0}), gpus[0], pinned=False),
              Slot("1", frozenset({0}), gpus[1], pinned=False)]
     backend = ScriptedBackend(submission)
@@ -161,7 +161,7 @@ def test_run_submission_on_two_gpu_slots_records_where_each_case_ran(tmp_path, m
     # each case records its own slot's GPU, never the other one's
     for row in runs.itertuples():
         assert row.gpu_uuid == f"GPU-fake-{row.slot}" and row.gpu_index == row.slot
-        assert row.gpu_name == "Fake H100" and row.gpu_driver == "550.54.15"
+        assert row.gpu_name == "Fake GPU" and row.gpu_driver == "550.54.15"
     assert set(runs["slot"]) <= {"0", "1"} and runs["host"].nunique() == 1
     # each slot's sampler opened its own GPU (index 0 and 1), and only those
     assert sorted(set(nvml.handles)) == ["handle0", "handle1"]
