@@ -119,13 +119,14 @@ def run(args: argparse.Namespace) -> int:
     for name in ("inputs", "out"):
         if getattr(args, name) is None:
             raise ConfigError(f"--{name} is required (unless --cleanup)")
-    if args.per_process_gpu and args.gpu is None:
-        raise ConfigError("--per-process-gpu needs --gpu INDEX (the GPU whose processes are sampled)")
     if args.gpu is not None:
         from flare_eval.runner.sampler import check_gpu
 
         check_gpu(args.gpu)  # before any case runs, not after every case failed
     slots = parse_slots(args.slots) if args.slots is not None else None
+    if args.per_process_gpu and args.gpu is None and not any(slot.gpu for slot in slots or ()):
+        raise ConfigError("--per-process-gpu needs a GPU: --gpu INDEX, or --slots with GPUs "
+                          "(the GPU whose processes are sampled)")
     if args.backend == "local":
         if args.submission is None:
             raise ConfigError("--backend local needs --submission DIR (a folder with predict.sh)")

@@ -99,7 +99,7 @@ def test_gpu_options_that_cannot_work_are_refused_before_anything_runs(tmp_path,
     assert "argument --gpu: expected a GPU index 0, 1, ..." in capsys.readouterr().err
     if verb == "run":
         assert main([*common, "--per-process-gpu"]) == EXIT_USAGE
-        assert "--per-process-gpu needs --gpu INDEX" in capsys.readouterr().err
+        assert "--per-process-gpu needs a GPU: --gpu INDEX, or --slots with GPUs" in capsys.readouterr().err
     if _has_nvidia_driver():
         assert main([*common, "--gpu", "999"]) == EXIT_USAGE
         assert "--gpu 999: this host has" in capsys.readouterr().err
