@@ -1,9 +1,13 @@
 """Challenge presets: the label map, NSD tolerances and every rule of a scoring protocol, as data.
 
-A :class:`Preset` is a frozen dataclass. ``FLARE23`` reproduces the official FLARE 2023
-scorer as it ran during the challenge (2023-07 to 2024-03). Every item can be overridden with
-:meth:`Preset.with_overrides` (the CLI's ``--nsd-dsc-threshold 0.2`` gives the March-2024 rule)
-and every output records the preset it was made with.
+A :class:`Preset` is a frozen dataclass, the in-memory form of a challenge definition file
+(TOML, :mod:`flare_eval.definition`): the shipped presets are the files
+``flare_eval/challenges/*.toml``, their one source, and ``--preset`` takes a name or a user's
+file.  ``flare23`` reproduces the official FLARE 2023 scorer as it ran during the challenge
+(2023-07 to 2024-03), ``flare23-2024`` its March-2024 rule (NSD = 0 when DSC < 0.2),
+``flare22`` the FLARE 2022 scorer (13 organs, no NSD skip).  Every item can be overridden with
+:meth:`Preset.with_overrides` (the CLI's ``--nsd-dsc-threshold 0.2``) and every output records
+the preset it was made with and its :attr:`Preset.content_sha256`.
 
 References
 ----------
@@ -15,7 +19,9 @@ organizers' code: github.com/JunMa11/FLARE, folder FLARE23.
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
+import hashlib
+import json
+from dataclasses import dataclass
 from typing import Any, Literal
 
 from flare_eval.errors import ConfigError
@@ -25,7 +31,6 @@ __all__ = [
     "RankingMetric",
     "Preset",
     "FLARE23",
-    "FLARE23_CLASSES",
     "PRESETS",
     "get_preset",
     "PHANTOM_SHAPE",
@@ -72,22 +77,6 @@ class RankingMetric:
     floor: float | None = None
 
 
-FLARE23_CLASSES: tuple[ClassInfo, ...] = (
-    ClassInfo(1, "Liver", "liver", 5.0, "large"),
-    ClassInfo(2, "RK", "right kidney", 3.0, "large"),
-    ClassInfo(3, "Spleen", "spleen", 3.0, "large"),
-    ClassInfo(4, "Pancreas", "pancreas", 5.0, "large"),
-    ClassInfo(5, "Aorta", "aorta", 2.0, "tubular"),
-    ClassInfo(6, "IVC", "inferior vena cava", 2.0, "tubular"),
-    ClassInfo(7, "RAG", "right adrenal gland", 2.0, "small"),
-    ClassInfo(8, "LAG", "left adrenal gland", 2.0, "small"),
-    ClassInfo(9, "Gallbladder", "gallbladder", 2.0, "small"),
-    ClassInfo(10, "Esophagus", "esophagus", 3.0, "tubular"),
-    ClassInfo(11, "Stomach", "stomach", 5.0, "large"),
-    ClassInfo(12, "Duodenum", "duodenum", 7.0, "tubular"),
-    ClassInfo(13, "LK", "left kidney", 3.0, "large"),
-    ClassInfo(14, "Lesion", "every lesion, one label", 2.0, "lesion"),
-)
 
 
 @dataclass(frozen=True)
@@ -98,6 +87,8 @@ class Preset:
     ----------
     name
         Preset name, recorded in every output.
+    title
+        One line on what the preset reproduces (``flare-eval presets`` lists it).
     classes
         The label map, in the order of the official output columns.
     lesion_label
@@ -132,31 +123,23 @@ class Preset:
     """
 
     name: str
+    title: str
     classes: tuple[ClassInfo, ...]
-    lesion_label: int | None = 14
-    z_crop_labels: tuple[int, ...] = (5, 6, 10)
-    single_slice_z_crop: Literal["keep", "nan"] = "keep"
-    nsd_dsc_threshold: float = 0.1
-    decimals: int = 4
-    both_empty_value: float = 1.0
-    one_empty_value: float = 0.0
-    missing_prediction: Literal["fail", "error"] = "fail"
-    runtime_tolerance_s: float = 15.0
-    gpu_tolerance_mib: float = 4096.0
-    failed_runtime_s: float = 3600.0
-    failed_gpu_auc_mibs: float = 16384.0 * 3600.0
-    ranking_metrics: tuple[RankingMetric, ...] = field(
-        default=(
-            RankingMetric("organ_dsc", True),
-            RankingMetric("organ_nsd", True),
-            RankingMetric("lesion_dsc", True),
-            RankingMetric("lesion_nsd", True),
-            # floor: set from runtime_tolerance_s in __post_init__
-            RankingMetric("runtime", False),
-            RankingMetric("gpu_auc", False),
-        )
-    )
-    tie_method: Literal["min", "average", "max", "dense", "first"] = "min"
+    lesion_label: int | None
+    z_crop_labels: tuple[int, ...]
+    single_slice_z_crop: Literal["keep", "nan"]
+    nsd_dsc_threshold: float
+    decimals: int
+    both_empty_value: float
+    one_empty_value: float
+    missing_prediction: Literal["fail", "error"]
+    runtime_tolerance_s: float
+    gpu_tolerance_mib: float
+    failed_runtime_s: float
+    failed_gpu_auc_mibs: float
+    # the runtime criterion's floor is set from runtime_tolerance_s in __post_init__
+    ranking_metrics: tuple[RankingMetric, ...]
+    tie_method: Literal["min", "average", "max", "dense", "first"]
 
     def __post_init__(self) -> None:
         # The runtime floor is runtime_tolerance_s, defined once: overriding the tolerance
@@ -231,14 +214,25 @@ class Preset:
             raise ConfigError(f"unknown preset item(s) {unknown}; known: {sorted(known)}")
         return dataclasses.replace(self, **overrides) if overrides else self
 
+    @property
+    def content_sha256(self) -> str:
+        """SHA-256 of the definition's content (canonical JSON of every item): equal for equal
+        rules whatever the file's layout, comments or name on disk."""
+        canonical = json.dumps(dataclasses.asdict(self), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode()).hexdigest()
+
     def describe(self) -> dict[str, Any]:
-        """The preset as plain data, for recording next to every output."""
-        return dataclasses.asdict(self)
+        """The preset as plain data with its ``content_sha256``, for recording next to every
+        output; :func:`flare_eval.definition.preset_from_mapping` reads it back."""
+        return {**dataclasses.asdict(self), "content_sha256": self.content_sha256}
 
 
-FLARE23 = Preset(name="flare23", classes=FLARE23_CLASSES)
+# Below the classes: flare_eval.definition builds them (and imports them from here lazily).
+from flare_eval.definition import builtin_names, load_definition  # noqa: E402
 
-PRESETS: dict[str, Preset] = {"flare23": FLARE23}
+#: The shipped presets by name, each read from its file in flare_eval/challenges/.
+PRESETS: dict[str, Preset] = {name: load_definition(name) for name in builtin_names()}
+FLARE23 = PRESETS["flare23"]
 
 #: Most relative difference between the calibrated times of two slots (slowest / fastest - 1,
 #: per workload and mode) before ``evaluate --slots --calibration`` refuses: 10 %, a fifth of
@@ -248,17 +242,14 @@ SLOT_TOLERANCE: float = 0.10
 
 
 def get_preset(name: str) -> Preset:
-    """Look a preset up by name (``flare23``).
+    """A shipped preset by name (``flare23``), or the preset of a ``.toml`` definition file.
 
     Raises
     ------
     ConfigError
-        For an unknown name; the message lists the known ones.
+        For an unknown name (the message lists the shipped ones) or a definition's mistakes.
     """
-    try:
-        return PRESETS[name]
-    except KeyError:
-        raise ConfigError(f"unknown preset {name!r}; known presets: {sorted(PRESETS)}") from None
+    return PRESETS[name] if name in PRESETS else load_definition(name)
 
 
 #: Grid of the built-in phantoms (voxels) and its voxel size (mm), see :mod:`flare_eval.phantoms`.

@@ -29,11 +29,12 @@ example:
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     from flare_eval.cli.main import HelpFormatter
+    from flare_eval.cli.parser import add_preset_option
 
     p = subparsers.add_parser("bundle", help="scoring program bundles for hosting platforms",
                               description=DESCRIPTION, formatter_class=HelpFormatter)
     p.add_argument("platform", choices=("codabench",), help="the platform")
-    p.add_argument("--preset", default="flare23", help="scoring rules")
+    add_preset_option(p, "scoring rules")
     p.add_argument("--out", required=True, type=Path, metavar="DIR", help="output folder")
     p.set_defaults(handler=run)
 

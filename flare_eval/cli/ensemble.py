@@ -25,6 +25,7 @@ example:
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     from flare_eval.cli.main import HelpFormatter
+    from flare_eval.cli.parser import add_preset_option
 
     p = subparsers.add_parser(
         "ensemble", help="majority-vote ensemble of several prediction folders",
@@ -34,7 +35,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="two or more folders of predictions <id>.nii.gz")
     p.add_argument("--out", required=True, type=Path, metavar="DIR",
                    help="output folder for the ensemble's <id>.nii.gz")
-    p.add_argument("--preset", default="flare23", help="label map (its class ids may be voted)")
+    add_preset_option(p, "label map (its class ids may be voted)")
     p.add_argument("--allow-missing", action="store_true",
                    help="a case missing from a folder votes background instead of stopping")
     p.set_defaults(handler=run)

@@ -50,9 +50,7 @@ examples:
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``evaluate`` verb."""
     from flare_eval.cli.main import HelpFormatter
-    from flare_eval.cli.parser import gpu_index
-    from flare_eval.presets import PRESETS
-    from flare_eval.cli.parser import SLOTS_HELP
+    from flare_eval.cli.parser import SLOTS_HELP, add_preset_option, gpu_index
 
     p = subparsers.add_parser(
         "evaluate", help="run, score, rank and report every team tarball (resumable)",
@@ -86,8 +84,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--bootstrap", type=int, default=1000, metavar="N",
                    help="bootstrap samples of the ranking (0: none)")
     p.add_argument("--seed", type=int, default=0, help="seed of the bootstrap draws")
-    p.add_argument("--preset", default="flare23", choices=sorted(PRESETS),
-                   help="scoring and ranking rules")
+    add_preset_option(p, "scoring and ranking rules")
     from flare_eval.cli.score import add_scoring_options
 
     add_scoring_options(p)

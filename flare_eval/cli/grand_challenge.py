@@ -28,6 +28,7 @@ example (the Dockerfile template: examples/grand-challenge/Dockerfile):
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     from flare_eval.cli.main import HelpFormatter
+    from flare_eval.cli.parser import add_preset_option
     from flare_eval.cli.score import add_scoring_options
     from flare_eval.platforms.paths import GC_GROUND_TRUTH, GC_INPUT, GC_OUTPUT
 
@@ -46,7 +47,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="folder of metrics.json")
     e.add_argument("--output-interface", default=None, metavar="SLUG",
                    help="slug of the jobs' segmentation output (default: their only image output)")
-    e.add_argument("--preset", default="flare23", help="scoring rules")
+    add_preset_option(e, "scoring rules")
     add_scoring_options(e)
     e.add_argument("--workers", type=int, default=1, help="scoring processes")
     e.set_defaults(handler=run)

@@ -21,7 +21,7 @@ __all__ = ["VERBS", "HelpFormatter", "build_parser", "main"]
 
 #: Verb modules, in the order ``--help`` lists them.
 VERBS: tuple[str, ...] = ("score", "phantoms", "run", "ensemble", "rank", "report", "evaluate",
-                          "calibrate", "demo", "bundle", "grand-challenge")
+                          "calibrate", "demo", "presets", "bundle", "grand-challenge")
 
 _EPILOG = """\
 exit codes: 0 done; 1 a bug in flare-eval (traceback shown); 2 wrong arguments;

@@ -13,7 +13,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any, NoReturn
 
-__all__ = ["ArgumentParser", "HelpFormatter", "SLOTS_HELP", "iou_threshold"]
+__all__ = ["ArgumentParser", "HelpFormatter", "SLOTS_HELP", "add_preset_option", "iou_threshold"]
 
 #: What ``--slots`` takes (:func:`flare_eval.runner.slots.parse_slots`), for the verbs' help.
 SLOTS_HELP = (
@@ -114,3 +114,11 @@ def gpu_index(text: str) -> int:
         raise argparse.ArgumentTypeError(
             f"expected a GPU index 0, 1, ... (nvidia-smi -L lists them), got {value}")
     return value
+
+
+def add_preset_option(parser: argparse.ArgumentParser, role: str) -> None:
+    """``--preset NAME|FILE`` of every verb: a shipped challenge definition or a TOML file
+    (:func:`flare_eval.presets.get_preset`); ``role`` says what the verb takes from it."""
+    parser.add_argument("--preset", default="flare23", metavar="NAME|FILE",
+                        help=f"{role}: a shipped challenge definition (see 'flare-eval presets') "
+                             "or the path of a .toml definition")

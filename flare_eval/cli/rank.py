@@ -45,7 +45,7 @@ def _na_treat(text: str) -> float | str:
 def register(subparsers: Any) -> None:
     """Add the ``rank`` verb."""
     from flare_eval.cli.main import HelpFormatter
-    from flare_eval.presets import PRESETS
+    from flare_eval.cli.parser import add_preset_option
 
     # the option lists are spelled out to keep --help free of numpy/scipy imports
     parser = subparsers.add_parser(
@@ -57,8 +57,7 @@ def register(subparsers: Any) -> None:
     parser.add_argument("results", metavar="RESULTS",
                         help="results folder RESULTS/<team>/ or a tidy .csv/.parquet table")
     parser.add_argument("--out", required=True, metavar="DIR", help="output folder")
-    parser.add_argument("--preset", default="flare23", choices=sorted(PRESETS),
-                        help="metrics, directions, floors and failure penalties")
+    add_preset_option(parser, "metrics, directions, floors and failure penalties")
     parser.add_argument("--scheme", default="flare",
                         choices=["flare", "rank-then-aggregate", "aggregate-then-rank",
                                  "test-then-rank"],

@@ -34,6 +34,7 @@ example:
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     from flare_eval.cli.main import HelpFormatter
+    from flare_eval.cli.parser import add_preset_option
 
     p = subparsers.add_parser(
         "score", help="score predictions against references (DSC, NSD, HD95, lesions)",
@@ -45,7 +46,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--workers", type=int, default=1, help="scoring processes")
     p.add_argument("--scheduler", metavar="ADDRESS", default=None,
                    help="dask.distributed scheduler (tcp://HOST:PORT) to score on instead of local processes")
-    p.add_argument("--preset", default="flare23", help="scoring rules")
+    add_preset_option(p, "scoring rules")
     add_scoring_options(p)
     p.add_argument("--strict", action="store_true",
                    help="stop at the first missing or unreadable file instead of scoring it as failed")
@@ -132,11 +133,15 @@ def run(args: argparse.Namespace) -> int:
         if record.status == "ok" and record.message:
             console.print(f"[yellow]warning[/]: {escape(f'{record.case}: {record.message}')}")
     s = result.summary
+    lesion = ""
+    if preset.lesion_label is not None:  # the lesion column's name is the definition's
+        name = preset.class_info(preset.lesion_label).name
+        lesion = (f", {escape(name)} (lesion) DSC {s[f'{name}_DSC']:.4f}, "
+                  f"NSD {s[f'{name}_NSD']:.4f}")
     console.print(
         f"{len(result.records)} cases ({result.reused} reused from an earlier run), "
         f"{len(result.failed)} failed. Organ DSC {s['Organ_DSC']:.4f}, Organ NSD "
-        f"{s['Organ_NSD']:.4f}, Lesion DSC {s.get('Lesion_DSC', float('nan')):.4f}, "
-        f"Lesion NSD {s.get('Lesion_NSD', float('nan')):.4f}; tables in {args.out}"
+        f"{s['Organ_NSD']:.4f}{lesion}; tables in {args.out}"
     )
     undefined = json.loads((args.out / "run.json").read_text())["lesion_values_undefined"]
     if undefined:

@@ -34,20 +34,22 @@ from flare_eval.platforms.paths import (
     CODABENCH_REF,
     CODABENCH_RES,
 )
-from flare_eval.presets import Preset, get_preset
+from flare_eval.definition import load_definition, to_toml
+from flare_eval.presets import Preset
 from flare_eval.scoring.batch import ScoreOptions, ScoreRun, score_folders
 from flare_eval.scoring.outputs import per_case_table
 
 __all__ = ["SETTINGS_FILE", "leaderboard_keys", "write_bundle", "run_scoring_program"]
 
-#: The program's own settings (which preset), beside ``metadata.yaml``.
-SETTINGS_FILE = "flare_eval.json"
+#: The challenge definition the program scores with, beside ``metadata.yaml`` (TOML, as
+#: ``flare-eval presets show`` writes it).
+SETTINGS_FILE = "challenge.toml"
 
 _SCORE_PY = '''\
 """Codabench scoring program written by 'flare-eval bundle codabench' (flare-eval {version}).
 
-Runs in the competition's docker image, which needs flare-eval installed; the rules are in
-{settings}.
+Runs in the competition's docker image, which needs flare-eval installed; the rules are the
+challenge definition {settings} beside it.
 """
 
 import sys
@@ -83,14 +85,16 @@ def write_bundle(preset: Preset, out_dir: Path) -> list[Path]:
     program.mkdir(parents=True, exist_ok=True)
     written = []
     metadata = program / "metadata.yaml"
-    atomic_write_text(metadata, f"# flare-eval {__version__} scoring program, preset {preset.name}\n"
+    atomic_write_text(metadata, f"# flare-eval {__version__} scoring program, preset {preset.name}, "
+                                f"definition sha256 {preset.content_sha256}\n"
                                 f"command: python3 {CODABENCH_PROGRAM}/score.py\n")
     score_py = program / "score.py"
     atomic_write_text(score_py, _SCORE_PY.format(version=__version__, settings=SETTINGS_FILE))
     settings = program / SETTINGS_FILE
-    atomic_write_text(settings, json.dumps({"preset": preset.name, "flare_eval_version": __version__},
-                                           indent=1) + "\n")
-    lines = ["leaderboards:",
+    atomic_write_text(settings, to_toml(preset))
+    lines = [f"# columns of the flare-eval scoring program, preset {preset.name}, definition "
+             f"sha256 {preset.content_sha256}",
+             "leaderboards:",
              "  - index: 0",
              f"    title: {_yaml_text(f'Results ({preset.name})')}",
              f"    key: {_yaml_text(preset.name)}",
@@ -121,7 +125,8 @@ def _detailed_html(run: ScoreRun, preset: Preset, scores: dict[str, float | None
                       for k, v in scores.items())
     return ("<!doctype html><html><head><meta charset=\"utf-8\"><title>flare-eval results</title>"
             "</head><body>"
-            f"<h1>Scores (preset {html.escape(preset.name)})</h1><table>{summary}</table>"
+            f"<h1>Scores (preset {html.escape(preset.name)}, definition sha256 "
+            f"{preset.content_sha256})</h1><table>{summary}</table>"
             f"<h2>Failed cases</h2><ul>{failed}</ul>"
             f"<h2>Per case</h2><table><tr>{head}</tr>{rows}</table></body></html>\n")
 
@@ -142,11 +147,10 @@ def run_scoring_program(
     import sys
 
     try:
-        settings = json.loads((program / SETTINGS_FILE).read_text())
-        preset = get_preset(settings["preset"])
+        preset = load_definition(program / SETTINGS_FILE)
         with tempfile.TemporaryDirectory(prefix="flare-eval-codabench-") as scratch:
             run = score_folders(res, ref, Path(scratch), options=ScoreOptions(preset=preset))
-    except (OSError, KeyError, ValueError) as err:
+    except (OSError, ValueError) as err:
         # InputError and ConfigError are ValueErrors whose message names the file or item
         message = getattr(err, "message", str(err))
         print(f"flare-eval scoring program: error: {message}", file=sys.stderr)
@@ -157,6 +161,7 @@ def run_scoring_program(
     atomic_write_text(output / "scores.txt", "".join(
         f"{key}: {'null' if value is None else f'{value:.4f}'}\n" for key, value in scores.items()))
     atomic_write_text(output / "detailed_results.html", _detailed_html(run, preset, scores))
-    print(f"flare-eval: {len(run.records)} cases scored, {len(run.failed)} failed; "
+    print(f"flare-eval: preset {preset.name} (sha256 {preset.content_sha256}), "
+          f"{len(run.records)} cases scored, {len(run.failed)} failed; "
           f"Organ_DSC {scores['Organ_DSC']}, Organ_NSD {scores['Organ_NSD']}")
     return 0

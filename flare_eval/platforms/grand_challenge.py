@@ -19,7 +19,9 @@ so every rule (missing or unreadable prediction = failed case, geometry checks) 
 ``/output/metrics.json``: ``results``, one object per reference case in case order (``case``,
 ``input_image``, ``job_pk``, ``status``, ``message``, ``runtime_s`` = the job's
 ``exec_duration`` in seconds, then the ``per_case.csv`` columns), and ``aggregates``, the
-``scores.txt`` values plus ``Runtime_mean_s`` and ``Runtime_max_s`` over the jobs with a duration.
+``scores.txt`` values plus ``Runtime_mean_s`` and ``Runtime_max_s`` over the jobs with a duration;
+then ``extra_jobs_ignored``, ``preset`` and ``definition_sha256`` (the challenge definition's
+content hash).
 JSON has no NaN: an undefined value (a bad reference; no duration) is written as ``null``, never
 dropped, so every result has the same keys.
 
@@ -237,6 +239,7 @@ def evaluate_submission(
         },
         "extra_jobs_ignored": [job.pk for job in jobs if job.case not in {r.case for r in run.records}],
         "preset": options.preset.name,
+        "definition_sha256": options.preset.content_sha256,
     }
     output_dir.mkdir(parents=True, exist_ok=True)
     write_finite_json(output_dir / "metrics.json", metrics)

@@ -171,6 +171,9 @@ def rank_results(
         "gpu_tolerance_mib": preset.gpu_tolerance_mib,
         "failed_runtime_s": preset.failed_runtime_s,
         "failed_gpu_auc_mibs": preset.failed_gpu_auc_mibs,
+        # the whole definition (with its content_sha256): a preset from a user's file is read
+        # back from here by the report
+        "definition": preset.describe(),
         "metrics": [{"name": m.name, "higher_is_better": m.higher_is_better, "floor": m.floor}
                     for m in data.metrics],
         "dropped_metrics": dropped,

@@ -195,6 +195,9 @@ def _team_table(folder: Path, preset: Preset) -> tuple[pd.DataFrame, bool]:
             raise InputError(f"{runs_path}: case {ids[ids.duplicated()].iloc[0]!r} appears twice")
     else:
         failed_runs = set()
+    # only the preset's criteria: a definition may rank on fewer (a toy challenge on DSC alone)
+    criteria = {m.name for m in preset.ranking_metrics}
+    columns = {metric: values for metric, values in columns.items() if metric in criteria}
     frames = [
         pd.DataFrame({"team": team, "case": s.index, "metric": metric, "value": s.to_numpy(),
                       "failed_run": [metric in _EFFICIENCY and c in failed_runs for c in s.index]})

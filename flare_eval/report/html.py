@@ -55,11 +55,14 @@ def report_figures(tables: ReportTables, *, top: int = 5) -> list[ReportFigure]:
     list of ReportFigure
         The accuracy-efficiency scatter is left out when there is no runner output.
     """
+    from flare_eval.definition import preset_from_mapping
     from flare_eval.presets import get_preset
     from flare_eval.report import figures_accuracy as acc
     from flare_eval.report import figures_ranking as rk
 
-    preset = get_preset(tables.ranking_config.get("preset", "flare23"))
+    recorded = tables.ranking_config.get("definition")
+    preset = (preset_from_mapping(recorded, where="ranking/ranking.json") if recorded is not None
+              else get_preset(tables.ranking_config.get("preset", "flare23")))
     # the tolerances the ranking applied (ranking.json), not the scorer's preset
     runtime_tol = float(tables.ranking_config.get("runtime_tolerance_s", preset.runtime_tolerance_s))
     gpu_tol = float(tables.ranking_config.get("gpu_tolerance_mib", preset.gpu_tolerance_mib))
@@ -152,7 +155,9 @@ def _png_data_uri(png: bytes) -> str:
 
 def _configuration(tables: ReportTables) -> dict[str, Any]:
     """The settings a reader needs to reproduce the results, from ranking.json and run.json."""
-    ranking = {k: v for k, v in tables.ranking_config.items() if k not in ("versions", "warnings")}
+    ranking = {k: v for k, v in tables.ranking_config.items()
+               if k not in ("versions", "warnings", "definition")}
+    ranking["definition content_sha256"] = tables.ranking_config.get("definition", {}).get("content_sha256")
     score = next(iter(tables.score_config.values())).get("options", {})
     preset = {k: v for k, v in score.get("preset", {}).items() if k != "classes"}
     return {"ranking": ranking, "scoring preset": preset,
@@ -200,7 +205,8 @@ def render_html(tables: ReportTables, figures: list[ReportFigure], pngs: dict[st
         f"<h1>{esc(title)}</h1>",
         f'<p class="note">{n_teams} teams, {n_cases} cases, scheme '
         f'{esc(str(tables.ranking_config.get("scheme", "?")))}, preset '
-        f'{esc(str(tables.ranking_config.get("preset", "?")))}, '
+        f'{esc(str(tables.ranking_config.get("preset", "?")))} (sha256 '
+        f'{esc(str(tables.ranking_config.get("definition", {}).get("content_sha256", "?"))[:12])}), '
         f'{tables.ranking_config.get("n_bootstrap", 0)} bootstrap samples '
         f'(seed {esc(str(tables.ranking_config.get("seed", "?")))}).</p>',
         '<nav><a href="#leaderboard">Leaderboard</a>'

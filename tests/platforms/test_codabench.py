@@ -21,6 +21,7 @@ import pytest
 
 import flare_eval
 from flare_eval.cli.main import main
+from flare_eval.definition import load_definition
 from flare_eval.errors import EXIT_OK, EXIT_PARTIAL
 from flare_eval.phantoms import write_phantom_set
 from flare_eval.platforms.codabench import leaderboard_keys, run_scoring_program
@@ -134,6 +135,10 @@ def test_scores_json_equals_score_in_a_worker_container(docker_client, python_im
     assert legacy == {k: round(v, 4) for k, v in summary.items()}
     report = (output / "detailed_results.html").read_text()
     assert "phantom_0053: missing_prediction" in report
+    # the program carries its definition, and says which one it used
+    program = root / "bundle" / "scoring_program"
+    assert load_definition(program / "challenge.toml") == FLARE23
+    assert FLARE23.content_sha256 in report and FLARE23.content_sha256 in logs
 
 
 def test_undefined_scores_are_null_and_nothing_to_score_is_an_error(challenge, tmp_path, capsys):

@@ -19,6 +19,7 @@ import pytest
 from flare_eval.cli.main import main
 from flare_eval.errors import EXIT_INPUT, EXIT_PARTIAL
 from flare_eval.phantoms import write_phantom_set
+from flare_eval.presets import FLARE23
 from tests.conftest import require_module
 
 sitk = require_module("SimpleITK")
@@ -118,6 +119,7 @@ def test_metrics_equal_score_on_the_same_files(platform, tmp_path):
     assert by_case[ids[2]]["message"].startswith("no job for this case")
     assert by_case[ids[0]]["input_image"] == f"{ids[0]}_0000.nii.gz"
     assert {by_case[ids[0]]["job_pk"], by_case[ids[1]]["job_pk"]} == {j["pk"] for j in jobs}
+    assert metrics["preset"] == "flare23" and metrics["definition_sha256"] == FLARE23.content_sha256
 
 
 def test_undefined_values_are_null_and_bad_outputs_are_failed_cases(platform, tmp_path):

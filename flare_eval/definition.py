@@ -1,0 +1,317 @@
+"""Challenge definition files: a :class:`~flare_eval.presets.Preset` written as TOML, checked.
+
+The shipped presets are such files (``flare_eval/challenges/*.toml``), and ``--preset`` takes a
+name or the path of a user's file.  A definition has one key per item of :class:`Preset`,
+spelled as the dataclass spells it, with the label map as ``[[classes]]`` tables and the
+ranking criteria as ``[[ranking_metrics]]`` tables::
+
+    name = "toy3"
+    title = "A three-label toy challenge"
+    lesion_label = 3                  # omit: no lesion class
+    z_crop_labels = []
+    single_slice_z_crop = "keep"
+    nsd_dsc_threshold = 0.0
+    ...
+    [[classes]]
+    label = 1
+    name = "Kidney"
+    description = "kidney"
+    tolerance_mm = 3.0
+    group = "large"
+
+    [[ranking_metrics]]
+    name = "organ_dsc"
+    higher_is_better = true
+
+Every item is required (no silent default), except ``lesion_label`` and a class's
+``description``.  ``base = "flare23"`` starts from a shipped definition instead: the file's
+keys replace the base's (a ``classes`` or ``ranking_metrics`` array as a whole).  The runtime
+criterion's floor is always ``runtime_tolerance_s`` (one place), so it is not written.
+
+:func:`load_definition` reports every mistake of a file at once, one line each (unknown key
+with the closest known one, a label twice, a tolerance that is not positive...).  The same
+checks read the JSON form (:meth:`Preset.describe`, recorded in every output), so a recorded
+definition can be loaded again; its ``content_sha256`` must then match.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import math
+import sys
+from collections.abc import Callable
+from importlib import resources
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10
+    import tomli as tomllib
+
+from flare_eval.errors import ConfigError
+
+if TYPE_CHECKING:
+    from flare_eval.presets import Preset
+
+__all__ = ["BUILTIN_DIR", "RANKING_METRIC_NAMES", "builtin_names", "load_definition",
+           "preset_from_mapping", "to_toml"]
+
+#: The shipped definitions, one ``<name>.toml`` each.
+BUILTIN_DIR = "challenges"
+#: Per-case criteria the ranking knows (:mod:`flare_eval.ranking.table`).
+RANKING_METRIC_NAMES = ("organ_dsc", "organ_nsd", "lesion_dsc", "lesion_nsd", "runtime", "gpu_auc")
+_GROUPS = ("large", "small", "tubular", "lesion")
+_TIES = ("min", "average", "max", "dense", "first")
+
+
+def _number(low: float, high: float = math.inf, *, low_open: bool = False) -> Callable[[Any], str | None]:
+    def check(value: Any) -> str | None:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            return f"must be a number, got {value!r}"
+        if value < low or (low_open and value == low) or value > high:
+            if low_open and high == math.inf:
+                return f"must be positive, got {value!r}"
+            span = f"({low}, {high}]" if low_open else f"[{low}, {high}]"
+            return f"must lie in {span}, got {value!r}"
+        return None
+    return check
+
+
+def _choice(*allowed: str) -> Callable[[Any], str | None]:
+    return lambda v: None if v in allowed else f"must be one of {list(allowed)}, got {v!r}"
+
+
+def _integer(low: int, high: int) -> Callable[[Any], str | None]:
+    def check(value: Any) -> str | None:
+        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+            return f"must be a whole number in {low}..{high}, got {value!r}"
+        return None
+    return check
+
+
+def _text(value: Any) -> str | None:
+    return None if isinstance(value, str) and value.strip() else f"must be a non-empty string, got {value!r}"
+
+
+def _labels(value: Any) -> str | None:
+    if not isinstance(value, list) or not all(isinstance(v, int) and not isinstance(v, bool) for v in value):
+        return f"must be a list of labels, got {value!r}"
+    return None
+
+
+#: The scalar items and their checks; ``classes`` and ``ranking_metrics`` are checked apart.
+_ITEMS: dict[str, Callable[[Any], str | None]] = {
+    "name": _text,
+    "title": _text,
+    "lesion_label": _integer(1, 255),
+    "z_crop_labels": _labels,
+    "single_slice_z_crop": _choice("keep", "nan"),
+    "nsd_dsc_threshold": _number(0.0, 1.0),
+    "decimals": _integer(0, 15),
+    "both_empty_value": _number(0.0, 1.0),
+    "one_empty_value": _number(0.0, 1.0),
+    "missing_prediction": _choice("fail", "error"),
+    "runtime_tolerance_s": _number(0.0),
+    "gpu_tolerance_mib": _number(0.0),
+    "failed_runtime_s": _number(0.0),
+    "failed_gpu_auc_mibs": _number(0.0),
+    "tie_method": _choice(*_TIES),
+}
+_OPTIONAL = {"lesion_label"}
+_CLASS_ITEMS: dict[str, Callable[[Any], str | None]] = {
+    "label": _integer(1, 255),
+    "name": _text,
+    "description": lambda v: None if isinstance(v, str) else f"must be a string, got {v!r}",
+    "tolerance_mm": _number(0.0, low_open=True),
+    "group": _choice(*_GROUPS),
+}
+_METRIC_ITEMS: dict[str, Callable[[Any], str | None]] = {
+    "name": _choice(*RANKING_METRIC_NAMES),
+    "higher_is_better": lambda v: None if isinstance(v, bool) else f"must be true or false, got {v!r}",
+    "floor": _number(-math.inf),
+}
+
+
+def _unknown(key: str, known: list[str]) -> str:
+    close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
+    return f"unknown key {key!r}" + (f" (did you mean {close[0]!r}?)" if close else "")
+
+
+def _tables(data: dict[str, Any], key: str, items: dict[str, Callable[[Any], str | None]],
+            optional: set[str], problems: list[str]) -> list[dict[str, Any]]:
+    """The valid tables of the array ``key``; each mistake appended to ``problems``."""
+    tables = data.get(key)
+    if not isinstance(tables, list) or not tables or not all(isinstance(t, dict) for t in tables):
+        problems.append(f"{key}: expected one or more [[{key}]] tables")
+        return []
+    valid = []
+    for number, table in enumerate(tables, 1):
+        where = f"{key} #{number}"
+        ok = True
+        for name in table:
+            if name not in items:
+                problems.append(f"{where}: {_unknown(name, list(items))}")
+                ok = False
+        for name, check in items.items():
+            if table.get(name) is None:  # null: the JSON form's "absent"
+                if name not in optional:
+                    problems.append(f"{where}: missing key {name!r}")
+                    ok = False
+            elif (problem := check(table[name])) is not None:
+                problems.append(f"{where}: {name} {problem}")
+                ok = False
+        if ok:
+            valid.append(table)
+    return valid
+
+
+def preset_from_mapping(data: dict[str, Any], *, where: str) -> Preset:
+    """Check a definition (parsed TOML or the JSON of :meth:`Preset.describe`) and build it.
+
+    Raises
+    ------
+    ConfigError
+        Naming ``where`` and every mistake found, one per line.
+    """
+    problems: list[str] = []
+    known = [*_ITEMS, "classes", "ranking_metrics", "content_sha256"]
+    for key in data:
+        if key not in known:
+            problems.append(_unknown(key, known))
+    for key, check in _ITEMS.items():
+        if key not in data:
+            if key not in _OPTIONAL:
+                problems.append(f"missing key {key!r}")
+        elif data[key] is not None or key not in _OPTIONAL:
+            if (problem := check(data[key])) is not None:
+                problems.append(f"{key} {problem}")
+    classes = _tables(data, "classes", _CLASS_ITEMS, {"description"}, problems)
+    metrics = _tables(data, "ranking_metrics", _METRIC_ITEMS, {"floor"}, problems)
+    # repeats are judged on every table, also those with another mistake
+    every = [t for t in data.get("classes", []) if isinstance(t, dict)] \
+        if isinstance(data.get("classes"), list) else []
+    labels = [t.get("label") for t in every]
+    for label in sorted({v for v in labels if isinstance(v, int) and labels.count(v) > 1}):
+        positions = [str(n) for n, v in enumerate(labels, 1) if v == label]
+        problems.append(f"label {label} twice (classes #{', #'.join(positions)})")
+    names = [t.get("name") for t in every if isinstance(t.get("name"), str)]
+    for name in sorted({v for v in names if names.count(v) > 1}):
+        problems.append(f"class name {name!r} twice")
+    for key in ("z_crop_labels",):
+        for label in data.get(key, []) if isinstance(data.get(key), list) else []:
+            if every and label not in labels:
+                problems.append(f"{key}: label {label} is not in the label map {sorted(labels)}")
+    lesion = data.get("lesion_label")
+    if lesion is not None and every and lesion not in labels:
+        problems.append(f"lesion_label {lesion} is not in the label map {sorted(labels)}")
+    seen = [m["name"] for m in metrics]
+    for name in sorted({v for v in seen if seen.count(v) > 1}):
+        problems.append(f"ranking metric {name!r} twice")
+    for metric in metrics:
+        if lesion is None and metric["name"].startswith("lesion_"):
+            problems.append(f"ranking metric {metric['name']!r} needs a lesion_label")
+        if metric["name"] == "runtime" and metric.get("floor") not in (None, data.get("runtime_tolerance_s")):
+            problems.append("ranking metric 'runtime': its floor is runtime_tolerance_s; set that instead")
+    # here, not at the top: flare_eval.presets builds its shipped presets with this module
+    from flare_eval.presets import ClassInfo, Preset, RankingMetric
+
+    if problems:
+        raise ConfigError(f"challenge definition {where}: {len(problems)} problem(s):\n  - "
+                          + "\n  - ".join(problems),
+                          hint="see docs/challenge-definitions.md; flare-eval presets show flare23")
+    preset = Preset(
+        **{key: (tuple(data[key]) if key == "z_crop_labels" else data.get(key)) for key in _ITEMS},
+        classes=tuple(ClassInfo(c["label"], c["name"], c.get("description", ""),
+                                float(c["tolerance_mm"]), c["group"]) for c in classes),
+        ranking_metrics=tuple(RankingMetric(m["name"], m["higher_is_better"],
+                                            None if m.get("floor") is None else float(m["floor"]))
+                              for m in metrics),
+    )
+    recorded = data.get("content_sha256")
+    if recorded is not None and recorded != preset.content_sha256:
+        raise ConfigError(f"challenge definition {where}: content_sha256 {recorded} does not match "
+                          f"its content ({preset.content_sha256}); it was edited after recording")
+    return preset
+
+
+def _read_toml(path: Path, where: str) -> dict[str, Any]:
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"challenge definition {where}: no such file") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise ConfigError(f"challenge definition {where}: cannot be read ({err})") from None
+    except tomllib.TOMLDecodeError as err:
+        raise ConfigError(f"challenge definition {where}: not valid TOML ({err})") from None
+
+
+def _builtin_path(name: str) -> Path:
+    return Path(str(resources.files("flare_eval") / BUILTIN_DIR / f"{name}.toml"))
+
+
+def builtin_names() -> list[str]:
+    """Names of the shipped definitions, sorted."""
+    folder = Path(str(resources.files("flare_eval") / BUILTIN_DIR))
+    return sorted(p.stem for p in folder.glob("*.toml"))
+
+
+def load_definition(source: str | Path) -> Preset:
+    """The preset of a shipped name (``flare23``) or of a ``.toml`` / ``.json`` file.
+
+    Raises
+    ------
+    ConfigError
+        An unknown name (the message lists the shipped ones), an unreadable file, or the
+        definition's mistakes (:func:`preset_from_mapping`).
+    """
+    text = str(source)
+    path = Path(text)
+    if text in builtin_names():
+        path, where = _builtin_path(text), f"{text} ({BUILTIN_DIR}/{text}.toml)"
+    elif path.suffix in (".toml", ".json") or path.is_file():
+        where = str(path)
+    else:
+        raise ConfigError(f"unknown preset {text!r}; shipped presets: {builtin_names()}, or the "
+                          "path of a .toml challenge definition")
+    if path.suffix == ".json":
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as err:
+            raise ConfigError(f"challenge definition {where}: cannot be read as JSON ({err})") from None
+        return preset_from_mapping(data, where=where)
+    data = _read_toml(path, where)
+    base = data.pop("base", None)
+    if base is not None:
+        if base not in builtin_names():
+            raise ConfigError(f"challenge definition {where}: base {base!r} is not a shipped "
+                              f"preset {builtin_names()}")
+        data = {**_read_toml(_builtin_path(base), base), **data}
+    return preset_from_mapping(data, where=where)
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    return json.dumps(value)  # a JSON string is a TOML basic string
+
+
+def to_toml(preset: Preset) -> str:
+    """The definition file of ``preset``: :func:`load_definition` reads it back equal."""
+    data = preset.describe()
+    lines = [f"# content_sha256 = {data.pop('content_sha256')}"]
+    for key in _ITEMS:
+        if data.get(key) is not None:
+            lines.append(f"{key} = {_toml_value(data[key])}")
+    for table in data["classes"]:
+        lines += ["", "[[classes]]", *(f"{k} = {_toml_value(v)}" for k, v in table.items())]
+    for table in data["ranking_metrics"]:
+        lines += ["", "[[ranking_metrics]]"]
+        lines += [f"{k} = {_toml_value(v)}" for k, v in table.items()
+                  if v is not None and not (k == "floor" and table["name"] == "runtime")]
+    return "\n".join(lines) + "\n"

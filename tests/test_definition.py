@@ -1,0 +1,156 @@
+"""Challenge definition files: the shipped ones against their protocols, and every mistake named."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from flare_eval.cli.main import main
+from flare_eval.definition import load_definition, preset_from_mapping, to_toml
+from flare_eval.errors import EXIT_OK, EXIT_USAGE, ConfigError
+from flare_eval.presets import FLARE23, PRESETS, get_preset
+
+TOY = '''\
+name = "toy3"
+title = "A three-label toy challenge"
+lesion_label = 3
+z_crop_labels = []
+single_slice_z_crop = "keep"
+nsd_dsc_threshold = 0.0
+decimals = 4
+both_empty_value = 1.0
+one_empty_value = 0.0
+missing_prediction = "fail"
+runtime_tolerance_s = 0.0
+gpu_tolerance_mib = 0.0
+failed_runtime_s = 600.0
+failed_gpu_auc_mibs = 1000.0
+tie_method = "min"
+
+[[classes]]
+label = 1
+name = "Kidney"
+tolerance_mm = 2.0
+group = "large"
+
+[[classes]]
+label = 2
+name = "Vessel"
+tolerance_mm = 1.0
+group = "tubular"
+
+[[classes]]
+label = 3
+name = "Tumor"
+tolerance_mm = 1.0
+group = "lesion"
+
+[[ranking_metrics]]
+name = "organ_dsc"
+higher_is_better = true
+
+[[ranking_metrics]]
+name = "lesion_dsc"
+higher_is_better = true
+'''
+
+
+def test_flare23_is_the_protocol():
+    """SPEC-flare23.md section 1 and 3, by hand."""
+    tolerances = {c.name: c.tolerance_mm for c in FLARE23.classes}
+    assert tolerances == {"Liver": 5, "RK": 3, "Spleen": 3, "Pancreas": 5, "Aorta": 2, "IVC": 2,
+                          "RAG": 2, "LAG": 2, "Gallbladder": 2, "Esophagus": 3, "Stomach": 5,
+                          "Duodenum": 7, "LK": 3, "Lesion": 2}
+    assert FLARE23.labels == tuple(range(1, 15)) and FLARE23.lesion_label == 14
+    assert FLARE23.z_crop_labels == (5, 6, 10) and FLARE23.nsd_dsc_threshold == 0.1
+    assert (FLARE23.both_empty_value, FLARE23.one_empty_value, FLARE23.decimals) == (1.0, 0.0, 4)
+    assert (FLARE23.runtime_tolerance_s, FLARE23.gpu_tolerance_mib) == (15.0, 4096.0)
+    assert FLARE23.failed_gpu_auc_mibs == 16384 * 3600
+    # the March-2024 rule: only the threshold (and the name) differ
+    later = PRESETS["flare23-2024"]
+    assert later.nsd_dsc_threshold == 0.2
+    assert later.with_overrides(name="flare23", title=FLARE23.title, nsd_dsc_threshold=0.1) == FLARE23
+
+
+def test_flare22_is_its_scorers_rules():
+    """FLARE22_DSC_NSD_Eval.py, read by hand: the 13 organs and tolerances of FLARE23 without
+    the lesion, the same emptiness rules and z-crop, NSD whatever the DSC; efficiency: the
+    2 GB tolerance and the 3600 s / full 16 GB GPU penalties."""
+    flare22 = PRESETS["flare22"]
+    assert flare22.classes == FLARE23.classes[:13] and flare22.lesion_label is None
+    assert flare22.nsd_dsc_threshold == 0.0 and flare22.z_crop_labels == (5, 6, 10)
+    assert flare22.gpu_tolerance_mib == 2048.0 and flare22.failed_runtime_s == 3600.0
+    assert [m.name for m in flare22.ranking_metrics] == ["organ_dsc", "organ_nsd", "runtime", "gpu_auc"]
+
+
+def test_every_mistake_is_named_once(tmp_path):
+    bad = (TOY.replace("nsd_dsc_threshold = 0.0", "nsd_dsc_treshold = 0.0")
+           .replace("label = 2\n", "label = 1\n")
+           .replace("tolerance_mm = 1.0\ngroup = \"tubular\"", "tolerance_mm = 0.0\ngroup = \"tube\"")
+           .replace("decimals = 4\n", ""))
+    path = tmp_path / "bad.toml"
+    path.write_text(bad)
+    with pytest.raises(ConfigError) as caught:
+        load_definition(path)
+    lines = caught.value.message.splitlines()
+    assert lines[0] == f"challenge definition {path}: 6 problem(s):"
+    assert sorted(lines[1:]) == sorted([
+        "  - unknown key 'nsd_dsc_treshold' (did you mean 'nsd_dsc_threshold'?)",
+        "  - missing key 'nsd_dsc_threshold'",
+        "  - missing key 'decimals'",
+        "  - classes #2: tolerance_mm must be positive, got 0.0",
+        "  - classes #2: group must be one of ['large', 'small', 'tubular', 'lesion'], got 'tube'",
+        "  - label 1 twice (classes #1, #2)",
+    ])
+
+
+def test_cross_item_mistakes(tmp_path):
+    bad = TOY.replace("lesion_label = 3\n", "").replace("z_crop_labels = []", "z_crop_labels = [7]")
+    path = tmp_path / "cross.toml"
+    path.write_text(bad + '\n[[classes]]\nlabel = 4\nname = "Kidney"\ntolerance_mm = 1.0\ngroup = "small"\n')
+    with pytest.raises(ConfigError) as caught:
+        load_definition(path)
+    message = caught.value.message
+    assert "z_crop_labels: label 7 is not in the label map [1, 2, 3, 4]" in message
+    assert "class name 'Kidney' twice" in message
+    assert "ranking metric 'lesion_dsc' needs a lesion_label" in message
+    (tmp_path / "x.toml").write_text("name = [")
+    with pytest.raises(ConfigError, match=r"x\.toml: not valid TOML"):
+        load_definition(tmp_path / "x.toml")
+    with pytest.raises(ConfigError, match=r"unknown preset 'flare99'; shipped presets: \['flare22', "):
+        get_preset("flare99")
+
+
+@pytest.mark.parametrize("name", sorted(PRESETS))
+def test_shown_and_recorded_forms_read_back_equal(name, tmp_path):
+    preset = PRESETS[name]
+    (tmp_path / "shown.toml").write_text(to_toml(preset))
+    assert load_definition(tmp_path / "shown.toml") == preset
+    recorded = json.loads(json.dumps(preset.describe()))
+    assert preset_from_mapping(recorded, where="run.json") == preset
+    recorded["nsd_dsc_threshold"] = 0.3
+    with pytest.raises(ConfigError, match="does not match its content"):
+        preset_from_mapping(recorded, where="run.json")
+
+
+def test_content_hash_ignores_layout_and_follows_rules(tmp_path):
+    (tmp_path / "a.toml").write_text(TOY)
+    (tmp_path / "b.toml").write_text("# comments and order do not matter\n" + "\n".join(
+        reversed(TOY.split("\n[[classes]]")[0].splitlines())) + "\n[[classes]]" + TOY.split("\n[[classes]]", 1)[1])
+    a, b = load_definition(tmp_path / "a.toml"), load_definition(tmp_path / "b.toml")
+    assert a.content_sha256 == b.content_sha256
+    assert a.with_overrides(nsd_dsc_threshold=0.1).content_sha256 != a.content_sha256
+
+
+def test_presets_verb_lists_and_shows(capsys, tmp_path):
+    assert main(["presets"]) == EXIT_OK
+    out = capsys.readouterr().out.splitlines()
+    assert [line.split()[0] for line in out] == ["flare22", "flare23", "flare23-2024"]
+    assert out[1].split()[1] == FLARE23.content_sha256[:12]
+    assert main(["presets", "show", "flare22"]) == EXIT_OK
+    (tmp_path / "shown.toml").write_text(capsys.readouterr().out)
+    assert load_definition(tmp_path / "shown.toml") == PRESETS["flare22"]
+    (tmp_path / "bad.toml").write_text(TOY.replace("tolerance_mm = 2.0", "tolerance_mm = -1.0"))
+    assert main(["presets", "show", str(tmp_path / "bad.toml")]) == EXIT_USAGE
+    assert "classes #1: tolerance_mm must be positive, got -1.0" in capsys.readouterr().err
