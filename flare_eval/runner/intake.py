@@ -165,17 +165,20 @@ def _kind(mode: int) -> str:
     return next((name for test, name in _KINDS if test(mode)), "not a regular file")
 
 
-def take_output(outputs_dir: Path, name: str, dest: Path, limits: OutputLimits) -> Taken:
-    """Copy ``outputs_dir/name`` to ``dest`` if it is a plain, bounded regular file.
+def take_output(outputs_dir: Path, accepted: tuple[str, ...], dest_dir: Path,
+                limits: OutputLimits) -> Taken:
+    """Copy the one ``outputs_dir/<name>`` of the ``accepted`` names to ``dest_dir/<name>`` if
+    it is a plain, bounded regular file.
 
     Parameters
     ----------
     outputs_dir
         The case's output folder (written by the submission: untrusted).
-    name
-        The expected file name, ``<id>.nii.gz``.
-    dest
-        Where the copy goes (a folder of the runner's own); replaced.
+    accepted
+        The file names the case's output may have, ``<id>.nii.gz`` first (then ``.nii``,
+        ``.mha``, ``.nrrd``): exactly one must be there; two are refused, not one picked.
+    dest_dir
+        Where the copy goes (a folder of the runner's own), under the same name; replaced.
     limits
         Size and count bounds.
 
@@ -197,11 +200,21 @@ def take_output(outputs_dir: Path, name: str, dest: Path, limits: OutputLimits) 
                 total += 1
                 if len(names) < 5:
                     names.append(entry.name)
-        try:
-            info = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
-        except FileNotFoundError:
-            return Taken("no_output", f"expected {name} in /workspace/outputs, found "
-                                      f"{summarise_names(sorted(names), total)}")
+        present = {}
+        for candidate in accepted:
+            try:
+                present[candidate] = os.stat(candidate, dir_fd=dir_fd, follow_symlinks=False)
+            except FileNotFoundError:
+                continue
+        if not present:
+            others = f" (or {', '.join(accepted[1:])})" if len(accepted) > 1 else ""
+            return Taken("no_output", f"expected {accepted[0]}{others} in /workspace/outputs, "
+                                      f"found {summarise_names(sorted(names), total)}")
+        if len(present) > 1:
+            return Taken("bad_output", f"/workspace/outputs holds {len(present)} outputs of one "
+                                       f"case ({', '.join(present)}); none was read")
+        ((name, info),) = present.items()
+        dest = dest_dir / name
         if total > limits.max_files:
             return Taken("bad_output", f"/workspace/outputs holds {total} entries, more than the "
                                        f"limit of {limits.max_files}; none was read")

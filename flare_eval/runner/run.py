@@ -2,7 +2,8 @@
 
 Layout written under ``OUT/<team>/``::
 
-    predictions/<id>.nii.gz         the submission's valid outputs, bytes untouched
+    predictions/<id>.nii.gz         the submission's valid outputs, bytes untouched (.nii, .mha
+                                    or .nrrd where the submission wrote that format)
     efficiency/<id>_0000.json       official keys (gpu_memory, cpu_list, RAM_list, time) + extras
     logs/<id>.stdout.txt, .stderr.txt   the run's streams, capped (the tail is kept)
     <team>_Efficiency.csv           official columns, a row for every case that ran
@@ -18,8 +19,9 @@ engine, which is always retried; ``retry_failed`` retries every status but ``ok`
 
 Statuses: ``ok``; ``timeout`` (killed after the timeout, outputs discarded); ``oom`` (non-zero
 exit after the OOM killer struck); ``crash`` (other non-zero exit; a valid prediction is still
-kept, as the official harness checked no exit code); ``no_output`` (no ``<id>.nii.gz``, e.g. a
-wrongly named file); ``bad_output`` (not a regular file of bounded size, too many files, not a
+kept, as the official harness checked no exit code); ``no_output`` (no ``<id>.nii.gz``, nor
+``<id>.nii``, ``<id>.mha``, ``<id>.nrrd``, e.g. a wrongly named file); ``bad_output`` (two of
+those, not a regular file of bounded size, too many files, not a
 readable label volume, or a shape other than the input's); ``error``. Outputs are copied out of
 the container's folder before they are read (:mod:`flare_eval.runner.intake`); each case runs in
 a neutral staging folder outside ``OUT``. A full disk raises
@@ -43,7 +45,7 @@ from typing import Any
 
 from flare_eval.errors import ConfigError, InputError
 from flare_eval.io import atomic_write_text, write_table
-from flare_eval.io.layout import case_id
+from flare_eval.io.layout import LABEL_EXTENSIONS, case_id
 from flare_eval.io.lock import exclusive
 from flare_eval.presets import FLARE23
 from flare_eval.runner.efficiency import (
@@ -140,7 +142,7 @@ def check_prediction(prediction: Path, input_image: Path) -> str | None:
 
 
 def _classify(execution: Execution, outputs_dir: Path, case: str, input_image: Path,
-              incoming: Path, limits: OutputLimits) -> tuple[str, str, Path | None]:
+              incoming_dir: Path, limits: OutputLimits) -> tuple[str, str, Path | None]:
     """(status, message, valid prediction or None) of a finished execution.
 
     The output is first copied out of ``outputs_dir`` into ``incoming`` (see
@@ -150,11 +152,12 @@ def _classify(execution: Execution, outputs_dir: Path, case: str, input_image: P
         return "error", execution.error, None
     if execution.timed_out:
         return "timeout", "killed after the timeout; outputs discarded", None
-    taken = take_output(outputs_dir, f"{case}.nii.gz", incoming, limits)
+    accepted = tuple(f"{case}{extension}" for extension in LABEL_EXTENSIONS)
+    taken = take_output(outputs_dir, accepted, incoming_dir, limits)
     problem = taken.message
     output_status = taken.status
     if taken.path is not None:
-        problem = _checked(taken.path, input_image, f"{case}.nii.gz") or ""
+        problem = _checked(taken.path, input_image, taken.path.name) or ""
         output_status = "bad_output" if problem else "ok"
     valid = taken.path if output_status == "ok" else None
     if execution.exit_code != 0:
@@ -461,12 +464,11 @@ def _run_one(backend: Backend, sampler: ResourceSampler, case: str, input_image:
                                  name=case)
     finished = dt.datetime.now(dt.timezone.utc)
     status, message, valid = _classify(execution, outputs, case, input_image,
-                                       dirs[".incoming"] / f"{case}.nii.gz", limits)
-    prediction = dirs["predictions"] / f"{case}.nii.gz"
+                                       dirs[".incoming"], limits)
+    for extension in LABEL_EXTENSIONS:  # stale ones of an earlier, retried run (any format)
+        (dirs["predictions"] / f"{case}{extension}").unlink(missing_ok=True)
     if valid is not None:
-        os.replace(valid, prediction)
-    else:
-        prediction.unlink(missing_ok=True)  # a stale one from an earlier, retried run
+        os.replace(valid, dirs["predictions"] / valid.name)
     for stream, data in (("stdout", execution.stdout), ("stderr", execution.stderr)):
         text = _capped(data, log_cap_bytes).decode("utf-8", errors="replace")
         atomic_write_text(dirs["logs"] / f"{case}.{stream}.txt", text)

@@ -253,3 +253,43 @@ def test_efficiency_numbers_end_to_end_into_the_ranking(tmp_path, make_inputs):
     out = rank_results(tmp_path, tmp_path / "ranking", n_bootstrap=0).out_dir
     table = pd.read_csv(out / "ranking_table.csv").set_index("metric")["value"]
     assert table["gpu_auc"] == pytest.approx(371.9) and table["runtime"] == 12.3456
+
+class FormatsBackend(ScriptedBackend):
+    """Outputs in another format (SimpleITK's .mha of the input), in two formats at once, and
+    a .mha whose header points its voxels at another file."""
+
+    def run_case(self, inputs_dir, outputs_dir, *, timeout_s, sampler, name):
+        sitk = require_module("SimpleITK")
+        (image,) = list(inputs_dir.iterdir())
+        sampler.start()
+        if name.startswith(("mha", "both")):
+            sitk.WriteImage(sitk.ReadImage(str(image)), str(outputs_dir / f"{name}.mha"), True)
+        if name.startswith("both"):
+            shutil.copy(image, outputs_dir / f"{name}.nii.gz")
+        if name.startswith("detached"):
+            (outputs_dir / f"{name}.mha").write_text(
+                "ObjectType = Image\nNDims = 3\nDimSize = 4 5 6\nElementType = MET_UCHAR\n"
+                f"ElementDataFile = {image}\n")
+        samples = sampler.stop()
+        return Execution(0, False, False, 1.0, b"", b"", samples, None)
+
+
+def test_outputs_in_other_formats_with_the_same_intake_rules(tmp_path, make_inputs, submission):
+    inputs = make_inputs(["mha1", "both1", "detached1"])
+    records = run_submission(FormatsBackend(submission), inputs, tmp_path / "out", team="t",
+                             progress=False)
+    by_case = {r["case"]: r for r in records}
+    assert {c: r["status"] for c, r in by_case.items()} == {
+        "mha1": "ok", "both1": "bad_output", "detached1": "bad_output"}
+    assert "holds 2 outputs of one case (both1.nii.gz, both1.mha); none was read" in by_case["both1"]["message"]
+    assert "names a separate data file" in by_case["detached1"]["message"]
+    team = tmp_path / "out" / "t"
+    assert sorted(p.name for p in (team / "predictions").iterdir()) == ["mha1.mha"]
+    # run again (its record lost) and now without output: the .mha is no prediction any more
+    (team / "efficiency" / "mha1_0000.json").unlink()
+    records = run_submission(ScriptedBackend(submission), inputs, tmp_path / "out", team="t",
+                             progress=False)
+    assert {r["case"]: r["status"] for r in records}["mha1"] == "no_output"
+    assert "expected mha1.nii.gz (or mha1.nii, mha1.mha, mha1.nrrd)" in next(
+        r["message"] for r in records if r["case"] == "mha1")
+    assert not (team / "predictions" / "mha1.mha").exists()

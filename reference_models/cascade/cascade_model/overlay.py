@@ -22,7 +22,7 @@ from matplotlib.colors import ListedColormap
 from matplotlib.patches import Patch
 from numpy.typing import NDArray
 
-from flare_eval.presets import FLARE23_CLASSES
+from flare_eval.presets import FLARE23
 
 from .volume import CanonicalVolume, read_canonical
 
@@ -33,7 +33,7 @@ WINDOW_HU = (-160.0, 240.0)
 
 
 def _label_colours() -> ListedColormap:
-    colours = plt.get_cmap("tab20")(np.linspace(0, 1, 20))[: len(FLARE23_CLASSES)]
+    colours = plt.get_cmap("tab20")(np.linspace(0, 1, 20))[: len(FLARE23.classes)]
     colours[-1] = (1.0, 0.9, 0.0, 1.0)  # lesions in yellow, apart from every organ colour
     return ListedColormap(colours)
 
@@ -85,7 +85,7 @@ def overlay_figure(volume: CanonicalVolume, pred: NDArray[np.uint8],
         _show(ax_axial, volume.data[:, :, z], label[:, :, z], sy / sx, f"axial z={z} {name}")
         _show(ax_coronal, volume.data[:, y, :], label[:, y, :], sz / sx, f"coronal y={y} {name}")
     present = np.unique(np.concatenate([np.unique(label) for _, label in rows]))
-    handles = [Patch(color=LABEL_CMAP(c.label - 1), label=c.name) for c in FLARE23_CLASSES
+    handles = [Patch(color=LABEL_CMAP(c.label - 1), label=c.name) for c in FLARE23.classes
                if c.label in present]
     fig.legend(handles=handles, loc="lower center", ncol=min(len(handles), 7) or 1,
                fontsize=9, frameon=False)
