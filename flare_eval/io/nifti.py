@@ -18,7 +18,6 @@ import warnings
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import isal.igzip
 from isal import isal_zlib
