@@ -49,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
     from flare_eval.ensemble import ensemble_folders
     from flare_eval.presets import get_preset
 
-    console = Console(stderr=True)
+    console = Console(stderr=True, soft_wrap=True)  # whole lines: logs stay greppable
     preset = get_preset(args.preset)
     columns = (TextColumn("voting"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                TextColumn("{task.description}"))

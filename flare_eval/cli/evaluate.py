@@ -160,7 +160,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
         stack.enter_context(warnings.catch_warnings())
         # One plain line per warning (no GPU, no NVML...) instead of a source location.
         warnings.showwarning = lambda message, *_, **__: console.print(
-            f"flare-eval evaluate: warning: {message}")
+            f"flare-eval evaluate: warning: {message}", soft_wrap=True)
         result = evaluate(
             args.submissions, args.images, args.labels, args.out, timeout_s=args.timeout,
             gpu_index=args.gpu, slots=parse_slots(args.slots) if args.slots is not None else None,

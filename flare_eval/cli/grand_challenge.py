@@ -61,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
     from flare_eval.platforms.grand_challenge import evaluate_submission
     from flare_eval.scoring.batch import ScoreOptions
 
-    console = Console(stderr=True)
+    console = Console(stderr=True, soft_wrap=True)  # whole lines: logs stay greppable
     preset, lesions = scoring_options(args, args.preset)
     metrics = evaluate_submission(
         args.input, args.ground_truth, args.output,

@@ -110,7 +110,7 @@ def run(args: argparse.Namespace) -> int:
     from flare_eval.cli.progress import lazy_progress, scheduler_executor
     from flare_eval.scoring.batch import ScoreOptions, score_folders
 
-    console = Console(stderr=True)
+    console = Console(stderr=True, soft_wrap=True)  # whole lines: logs stay greppable
     preset, lesions = scoring_options(args, args.preset)
     options = ScoreOptions(preset=preset, lesions=lesions, strict=args.strict)
     columns = (TextColumn("scoring"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
