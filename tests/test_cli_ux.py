@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -124,13 +125,14 @@ def test_demo_prints_the_leaderboard_and_how_to_open_the_report(
 
     # the demo itself is tested in tests/report; here its closing output, on a hand-made
     # leaderboard.csv (the demo's pipeline replaced), so that every printed value is known
-    def fake_demo(out_dir: Path, **options: object) -> Path:
+    def fake_demo(out_dir: Path, **options: Any) -> Path:
         ranking = Path(out_dir) / "results" / "ranking"
         ranking.mkdir(parents=True)
         (ranking / "leaderboard.csv").write_text(
             "rank,team,mean_rank,organ_dsc,organ_nsd,lesion_dsc,lesion_nsd,runtime,gpu_auc\n"
             "2,boreal,2.5416666,0.84700384,0.76093173,0.54957499,,6.04374999,0.0\n"
             "1,aurora,1.5,0.94971346,0.91995384,0.786125,0.7777,8.55625,174040.0\n")
+        options["progress"]("scoring", 1, 2)  # a bar is drawn, as the real demo draws one
         return Path(out_dir) / "report.html"
 
     monkeypatch.setattr(flare_eval.demo, "run_demo", fake_demo)
@@ -138,6 +140,7 @@ def test_demo_prints_the_leaderboard_and_how_to_open_the_report(
     assert main(["demo", "--out", str(out)]) == 0
     lines = capsys.readouterr().out.splitlines()
     start = lines.index("Leaderboard (lower mean rank is better):")
+    assert start == 0  # piped stdout starts with the leaderboard: the bar is on stderr
     # best first; DSC/NSD to 4 decimals, mean rank to 3, seconds to 0.1, MiB·s whole with
     # thousands separators, a missing value as n/a; units in the headers
     assert [line.split() for line in lines[start + 1:start + 4]] == [

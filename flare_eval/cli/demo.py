@@ -48,7 +48,10 @@ def run_demo_verb(args: argparse.Namespace) -> int:
     from flare_eval.report.figures_ranking import leaderboard_text
     from flare_eval.io.layout import RANKING_FOLDER
 
-    with lazy_progress(transient=True) as bar:
+    from rich.console import Console
+
+    # the bar on stderr: stdout holds only the leaderboard and the report path (pipe-friendly)
+    with lazy_progress(transient=True, console=Console(stderr=True)) as bar:
         path = run_demo(args.out, cases=args.cases, teams=args.teams, n_bootstrap=args.bootstrap,
                         seed=args.seed,
                         progress=lambda stage, done, total: bar(done, total, stage, stage))
