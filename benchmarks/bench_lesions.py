@@ -10,16 +10,20 @@ flare-eval on Fortran-ordered masks, as the scorer gets them from nibabel.
 
 from __future__ import annotations
 
+import dataclasses
 import statistics
 import time
 
 import numpy as np
 
 from flare_eval.metrics.lesions import lesion_metrics
+from flare_eval.presets import FLARE23
 
 SHAPE = (512, 512, 200)
 SPACING_MM = (0.8, 0.8, 2.5)
 REPEATS = 3
+#: FLARE23's lesion rules (26-connectivity, IoU > 0.5), the ones panoptica is run with
+RULES = dataclasses.asdict(FLARE23.lesions)
 
 
 def _ellipsoid(volume: np.ndarray, center: tuple[int, int, int], radii_mm: tuple[float, ...]) -> None:
@@ -81,10 +85,10 @@ def main() -> None:
 
     panoptica.disable_citation_reminder()
     reference, prediction = make_case()
-    ours_s, ours = _median_time(lambda: lesion_metrics(reference, prediction, spacing_mm=SPACING_MM))
+    ours_s, ours = _median_time(lambda: lesion_metrics(reference, prediction, spacing_mm=SPACING_MM, **RULES))
     # Fortran order, as nibabel hands arrays to the scorer (panoptica gets its faster C order).
     ref_f, pred_f = np.asfortranarray(reference), np.asfortranarray(prediction)
-    ours_f_s, _ = _median_time(lambda: lesion_metrics(ref_f, pred_f, spacing_mm=SPACING_MM))
+    ours_f_s, _ = _median_time(lambda: lesion_metrics(ref_f, pred_f, spacing_mm=SPACING_MM, **RULES))
     peer_s, peer = _median_time(lambda: run_panoptica(reference, prediction))
     same = (ours.tp, ours.fp, ours.fn) == (peer.tp, peer.fp, peer.fn) and np.isclose(ours.pq, peer.pq)
     print(f"case {SHAPE} at {SPACING_MM} mm: {ours.ref_lesions} reference, {ours.pred_lesions} "

@@ -12,6 +12,11 @@ ranking criteria as ``[[ranking_metrics]]`` tables::
     single_slice_z_crop = "keep"
     nsd_dsc_threshold = 0.0
     ...
+    [lesions]                         # required exactly with a lesion_label
+    connectivity = 26
+    iou_threshold = 0.5
+    match = "iou"
+
     [[classes]]
     label = 1
     name = "Kidney"
@@ -25,7 +30,8 @@ ranking criteria as ``[[ranking_metrics]]`` tables::
 
 Every item is required (no silent default), except ``lesion_label`` and a class's
 ``description``.  ``base = "flare23"`` starts from a shipped definition instead: the file's
-keys replace the base's (a ``classes`` or ``ranking_metrics`` array as a whole).  The runtime
+keys replace the base's (a ``classes`` or ``ranking_metrics`` array as a whole, the
+``[lesions]`` table key by key).  The runtime
 criterion's floor is always ``runtime_tolerance_s`` (one place), so it is not written.
 
 :func:`load_definition` reports every mistake of a file at once, one line each (unknown key
@@ -55,13 +61,18 @@ from flare_eval.errors import ConfigError
 if TYPE_CHECKING:
     from flare_eval.presets import Preset
 
-__all__ = ["BUILTIN_DIR", "RANKING_METRIC_NAMES", "builtin_names", "load_definition",
-           "preset_from_mapping", "to_toml"]
+__all__ = ["BUILTIN_DIR", "CONNECTIVITIES", "MATCH_MODES", "RANKING_METRIC_NAMES",
+           "builtin_names", "connectivity_problem", "iou_threshold_problem", "load_definition", "preset_from_mapping",
+           "to_toml"]
 
 #: The shipped definitions, one ``<name>.toml`` each.
 BUILTIN_DIR = "challenges"
 #: Per-case criteria the ranking knows (:mod:`flare_eval.ranking.table`).
 RANKING_METRIC_NAMES = ("organ_dsc", "organ_nsd", "lesion_dsc", "lesion_nsd", "runtime", "gpu_auc")
+#: Voxel neighbourhoods and matching modes of lesion instances (:mod:`flare_eval.metrics.lesions`
+#: applies them and checks its arguments with these same rules).
+CONNECTIVITIES: tuple[int, ...] = (6, 18, 26)
+MATCH_MODES: tuple[str, ...] = ("iou", "overlap")
 _GROUPS = ("large", "small", "tubular", "lesion")
 _TIES = ("min", "average", "max", "dense", "first")
 
@@ -93,6 +104,32 @@ def _integer(low: int, high: int) -> Callable[[Any], str | None]:
 
 def _text(value: Any) -> str | None:
     return None if isinstance(value, str) and value.strip() else f"must be a non-empty string, got {value!r}"
+
+
+def iou_threshold_problem(value: Any) -> str | None:
+    """What is wrong with a lesion matching threshold, or None.
+
+    A pair matches when IoU > threshold, so it must lie in [0, 1): 1 or more would match
+    nothing, a negative value disjoint lesions.
+
+    Examples
+    --------
+    >>> iou_threshold_problem(0.5) is None
+    True
+    >>> iou_threshold_problem(1.0)
+    'must be in [0, 1) (a pair matches when IoU > threshold), got 1.0'
+    """
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value < 1.0:
+        return f"must be in [0, 1) (a pair matches when IoU > threshold), got {value!r}"
+    return None
+
+
+def connectivity_problem(value: Any) -> str | None:
+    """What is wrong with a lesion connectivity (a whole number of :data:`CONNECTIVITIES`), or
+    None."""
+    if isinstance(value, bool) or not isinstance(value, int) or value not in CONNECTIVITIES:
+        return f"must be one of {list(CONNECTIVITIES)}, got {value!r}"
+    return None
 
 
 def _labels(value: Any) -> str | None:
@@ -127,6 +164,11 @@ _CLASS_ITEMS: dict[str, Callable[[Any], str | None]] = {
     "tolerance_mm": _number(0.0, low_open=True),
     "group": _choice(*_GROUPS),
 }
+_LESION_ITEMS: dict[str, Callable[[Any], str | None]] = {
+    "connectivity": connectivity_problem,
+    "iou_threshold": iou_threshold_problem,
+    "match": _choice(*MATCH_MODES),
+}
 _METRIC_ITEMS: dict[str, Callable[[Any], str | None]] = {
     "name": _choice(*RANKING_METRIC_NAMES),
     "higher_is_better": lambda v: None if isinstance(v, bool) else f"must be true or false, got {v!r}",
@@ -139,6 +181,25 @@ def _unknown(key: str, known: list[str]) -> str:
     return f"unknown key {key!r}" + (f" (did you mean {close[0]!r}?)" if close else "")
 
 
+def _table(table: dict[str, Any], where: str, items: dict[str, Callable[[Any], str | None]],
+           optional: set[str], problems: list[str]) -> bool:
+    """Whether one table is valid; each mistake appended to ``problems`` under ``where``."""
+    ok = True
+    for name in table:
+        if name not in items:
+            problems.append(f"{where}: {_unknown(name, list(items))}")
+            ok = False
+    for name, check in items.items():
+        if table.get(name) is None:  # null: the JSON form's "absent"
+            if name not in optional:
+                problems.append(f"{where}: missing key {name!r}")
+                ok = False
+        elif (problem := check(table[name])) is not None:
+            problems.append(f"{where}: {name} {problem}")
+            ok = False
+    return ok
+
+
 def _tables(data: dict[str, Any], key: str, items: dict[str, Callable[[Any], str | None]],
             optional: set[str], problems: list[str]) -> list[dict[str, Any]]:
     """The valid tables of the array ``key``; each mistake appended to ``problems``."""
@@ -146,25 +207,24 @@ def _tables(data: dict[str, Any], key: str, items: dict[str, Callable[[Any], str
     if not isinstance(tables, list) or not tables or not all(isinstance(t, dict) for t in tables):
         problems.append(f"{key}: expected one or more [[{key}]] tables")
         return []
-    valid = []
-    for number, table in enumerate(tables, 1):
-        where = f"{key} #{number}"
-        ok = True
-        for name in table:
-            if name not in items:
-                problems.append(f"{where}: {_unknown(name, list(items))}")
-                ok = False
-        for name, check in items.items():
-            if table.get(name) is None:  # null: the JSON form's "absent"
-                if name not in optional:
-                    problems.append(f"{where}: missing key {name!r}")
-                    ok = False
-            elif (problem := check(table[name])) is not None:
-                problems.append(f"{where}: {name} {problem}")
-                ok = False
-        if ok:
-            valid.append(table)
-    return valid
+    return [table for number, table in enumerate(tables, 1)
+            if _table(table, f"{key} #{number}", items, optional, problems)]
+
+
+def _lesion_rules(data: dict[str, Any], problems: list[str]) -> dict[str, Any] | None:
+    """The valid ``[lesions]`` table, or None; it is required exactly with a lesion label."""
+    table, lesion = data.get("lesions"), data.get("lesion_label")
+    if table is None:
+        if lesion is not None:
+            problems.append("missing table [lesions] (connectivity, iou_threshold, match): "
+                            "lesion_label is set")
+        return None
+    if not isinstance(table, dict):
+        problems.append(f"lesions: expected a [lesions] table, got {table!r}")
+        return None
+    if lesion is None:
+        problems.append("[lesions] needs a lesion_label")
+    return table if _table(table, "lesions", _LESION_ITEMS, set(), problems) else None
 
 
 def preset_from_mapping(data: dict[str, Any], *, where: str) -> Preset:
@@ -176,7 +236,7 @@ def preset_from_mapping(data: dict[str, Any], *, where: str) -> Preset:
         Naming ``where`` and every mistake found, one per line.
     """
     problems: list[str] = []
-    known = [*_ITEMS, "classes", "ranking_metrics", "content_sha256"]
+    known = [*_ITEMS, "lesions", "classes", "ranking_metrics", "content_sha256"]
     for key in data:
         if key not in known:
             problems.append(_unknown(key, known))
@@ -189,6 +249,7 @@ def preset_from_mapping(data: dict[str, Any], *, where: str) -> Preset:
                 problems.append(f"{key} {problem}")
     classes = _tables(data, "classes", _CLASS_ITEMS, {"description"}, problems)
     metrics = _tables(data, "ranking_metrics", _METRIC_ITEMS, {"floor"}, problems)
+    lesion_rules = _lesion_rules(data, problems)
     # repeats are judged on every table, also those with another mistake
     every = [t for t in data.get("classes", []) if isinstance(t, dict)] \
         if isinstance(data.get("classes"), list) else []
@@ -215,7 +276,7 @@ def preset_from_mapping(data: dict[str, Any], *, where: str) -> Preset:
         if metric["name"] == "runtime" and metric.get("floor") not in (None, data.get("runtime_tolerance_s")):
             problems.append("ranking metric 'runtime': its floor is runtime_tolerance_s; set that instead")
     # here, not at the top: flare_eval.presets builds its shipped presets with this module
-    from flare_eval.presets import ClassInfo, Preset, RankingMetric
+    from flare_eval.presets import ClassInfo, LesionRules, Preset, RankingMetric
 
     if problems:
         raise ConfigError(f"challenge definition {where}: {len(problems)} problem(s):\n  - "
@@ -223,6 +284,9 @@ def preset_from_mapping(data: dict[str, Any], *, where: str) -> Preset:
                           hint="see docs/challenge-definitions.md; flare-eval presets show flare23")
     preset = Preset(
         **{key: (tuple(data[key]) if key == "z_crop_labels" else data.get(key)) for key in _ITEMS},
+        lesions=None if lesion_rules is None else LesionRules(
+            lesion_rules["connectivity"], float(lesion_rules["iou_threshold"]),
+            lesion_rules["match"]),
         classes=tuple(ClassInfo(c["label"], c["name"], c.get("description", ""),
                                 float(c["tolerance_mm"]), c["group"]) for c in classes),
         ranking_metrics=tuple(RankingMetric(m["name"], m["higher_is_better"],
@@ -287,7 +351,12 @@ def load_definition(source: str | Path) -> Preset:
         if base not in builtin_names():
             raise ConfigError(f"challenge definition {where}: base {base!r} is not a shipped "
                               f"preset {builtin_names()}")
-        data = {**_read_toml(_builtin_path(base), base), **data}
+        inherited = _read_toml(_builtin_path(base), base)
+        # a table merges key by key (``[lesions]`` with only ``iou_threshold``), an array and
+        # every other item replace the base's
+        if isinstance(inherited.get("lesions"), dict) and isinstance(data.get("lesions"), dict):
+            data["lesions"] = {**inherited["lesions"], **data["lesions"]}
+        data = {**inherited, **data}
     return preset_from_mapping(data, where=where)
 
 
@@ -308,6 +377,8 @@ def to_toml(preset: Preset) -> str:
     for key in _ITEMS:
         if data.get(key) is not None:
             lines.append(f"{key} = {_toml_value(data[key])}")
+    if data["lesions"] is not None:
+        lines += ["", "[lesions]", *(f"{k} = {_toml_value(v)}" for k, v in data["lesions"].items())]
     for table in data["classes"]:
         lines += ["", "[[classes]]", *(f"{k} = {_toml_value(v)}" for k, v in table.items())]
     for table in data["ranking_metrics"]:

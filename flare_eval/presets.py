@@ -28,6 +28,7 @@ from flare_eval.errors import ConfigError
 
 __all__ = [
     "ClassInfo",
+    "LesionRules",
     "RankingMetric",
     "Preset",
     "FLARE23",
@@ -67,6 +68,26 @@ class ClassInfo:
 
 
 @dataclass(frozen=True)
+class LesionRules:
+    """How the lesion class is cut into instances and matched, for the instance metrics
+    (:func:`flare_eval.metrics.lesions.lesion_metrics`, which documents each item).
+
+    Attributes
+    ----------
+    connectivity
+        Voxel neighbourhood joining voxels into one lesion: 6, 18 or 26.
+    iou_threshold
+        With ``match="iou"``, a pair can match only when IoU > this, in [0, 1).
+    match
+        ``"iou"`` (pairs above the threshold) or ``"overlap"`` (any shared voxel).
+    """
+
+    connectivity: int
+    iou_threshold: float
+    match: Literal["iou", "overlap"]
+
+
+@dataclass(frozen=True)
 class RankingMetric:
     """A per-case criterion of the ranking and the direction in which it is better."""
 
@@ -93,6 +114,9 @@ class Preset:
         The label map, in the order of the official output columns.
     lesion_label
         Label of the lesion class (scored semantically and as instances), or ``None``.
+    lesions
+        How that class is cut into instances and matched; ``None`` exactly when
+        ``lesion_label`` is.
     z_crop_labels
         Tubular classes whose masks are both cut to the reference's extent along axis 2 as
         the half-open slice ``[zmin, zmax)`` (the official code drops the topmost slice).
@@ -126,6 +150,7 @@ class Preset:
     title: str
     classes: tuple[ClassInfo, ...]
     lesion_label: int | None
+    lesions: LesionRules | None
     z_crop_labels: tuple[int, ...]
     single_slice_z_crop: Literal["keep", "nan"]
     nsd_dsc_threshold: float
@@ -164,6 +189,9 @@ class Preset:
                 raise ConfigError(f"preset {self.name!r}: z-crop label {z} is not in the map")
         if self.lesion_label is not None and self.lesion_label not in labels:
             raise ConfigError(f"preset {self.name!r}: lesion label {self.lesion_label} is not in the map")
+        if (self.lesion_label is None) != (self.lesions is None):
+            raise ConfigError(f"preset {self.name!r}: lesion rules without a lesion label, or a "
+                              "lesion label without lesion rules (give both or neither)")
         if not 0.0 <= self.nsd_dsc_threshold <= 1.0:
             raise ConfigError(
                 f"nsd_dsc_threshold must lie in [0, 1], got {self.nsd_dsc_threshold}"
@@ -205,7 +233,7 @@ class Preset:
         --------
         >>> FLARE23.with_overrides(nsd_dsc_threshold=0.2).nsd_dsc_threshold
         0.2
-        >>> FLARE23.with_overrides(lesion_label=None).lesion_label is None
+        >>> FLARE23.with_overrides(lesion_label=None, lesions=None).lesion_label is None
         True
         """
         known = {f.name for f in dataclasses.fields(self)}

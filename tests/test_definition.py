@@ -9,7 +9,7 @@ import pytest
 from flare_eval.cli.main import main
 from flare_eval.definition import load_definition, preset_from_mapping, to_toml
 from flare_eval.errors import EXIT_OK, EXIT_USAGE, ConfigError
-from flare_eval.presets import FLARE23, PRESETS, get_preset
+from flare_eval.presets import FLARE23, PRESETS, LesionRules, get_preset
 
 TOY = '''\
 name = "toy3"
@@ -53,6 +53,11 @@ higher_is_better = true
 [[ranking_metrics]]
 name = "lesion_dsc"
 higher_is_better = true
+
+[lesions]
+connectivity = 26
+iou_threshold = 0.5
+match = "iou"
 '''
 
 
@@ -67,6 +72,8 @@ def test_flare23_is_the_protocol():
     assert (FLARE23.both_empty_value, FLARE23.one_empty_value, FLARE23.decimals) == (1.0, 0.0, 4)
     assert (FLARE23.runtime_tolerance_s, FLARE23.gpu_tolerance_mib) == (15.0, 4096.0)
     assert FLARE23.failed_gpu_auc_mibs == 16384 * 3600
+    # the paper's lesion analysis: connected components (26, as panoptica), IoU > 0.5 (PQ)
+    assert FLARE23.lesions == LesionRules(connectivity=26, iou_threshold=0.5, match="iou")
     # the March-2024 rule: only the threshold (and the name) differ
     later = PRESETS["flare23-2024"]
     assert later.nsd_dsc_threshold == 0.2
@@ -120,6 +127,43 @@ def test_cross_item_mistakes(tmp_path):
         load_definition(tmp_path / "x.toml")
     with pytest.raises(ConfigError, match=r"unknown preset 'flare99'; shipped presets: \['flare22', "):
         get_preset("flare99")
+
+
+@pytest.mark.parametrize(
+    ("table", "problems"),
+    [
+        ("connectivity = 8\niou_threshold = 0.5\nmatch = \"iou\"",
+         ["lesions: connectivity must be one of [6, 18, 26], got 8"]),
+        ("connectivity = 26\niou_threshold = 1.0\nmatch = \"iou\"",
+         ["lesions: iou_threshold must be in [0, 1) (a pair matches when IoU > threshold), got 1.0"]),
+        ("connectivity = 26\niou_threshold = -0.1\nmatch = \"iou\"",
+         ["lesions: iou_threshold must be in [0, 1) (a pair matches when IoU > threshold), got -0.1"]),
+        ("connectivity = 26\niou_threshold = 0.5\nmatch = \"dice\"",
+         ["lesions: match must be one of ['iou', 'overlap'], got 'dice'"]),
+        ("connectivity = 26\niou_treshold = 0.5\nmatch = \"iou\"",
+         ["lesions: unknown key 'iou_treshold' (did you mean 'iou_threshold'?)",
+          "lesions: missing key 'iou_threshold'"]),
+        (None, ["missing table [lesions] (connectivity, iou_threshold, match): lesion_label is set"]),
+    ],
+)
+def test_lesion_rule_mistakes(table, problems, tmp_path):
+    text = TOY.split("\n[lesions]")[0] + ("" if table is None else f"\n[lesions]\n{table}\n")
+    (tmp_path / "l.toml").write_text(text)
+    with pytest.raises(ConfigError) as caught:
+        load_definition(tmp_path / "l.toml")
+    assert caught.value.message.splitlines()[1:] == [f"  - {p}" for p in problems]
+
+
+def test_lesion_rules_need_a_lesion_label_and_merge_with_a_base(tmp_path):
+    no_label = TOY.replace("lesion_label = 3\n", "").split("[[ranking_metrics]]\nname = \"lesion_dsc\"")[0]
+    (tmp_path / "n.toml").write_text(no_label + "\n[lesions]\nconnectivity = 6\n"
+                                     "iou_threshold = 0.5\nmatch = \"iou\"\n")
+    with pytest.raises(ConfigError) as caught:
+        load_definition(tmp_path / "n.toml")
+    assert caught.value.message.splitlines()[1:] == ["  - [lesions] needs a lesion_label"]
+    # a base's table is merged key by key: only the threshold changes
+    (tmp_path / "b.toml").write_text('base = "flare23"\nname = "b"\n[lesions]\niou_threshold = 0.3\n')
+    assert load_definition(tmp_path / "b.toml").lesions == LesionRules(26, 0.3, "iou")
 
 
 @pytest.mark.parametrize("name", sorted(PRESETS))

@@ -139,7 +139,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     from flare_eval.runner.sampler import check_gpu
 
     console = Console(stderr=True)
-    preset, lesions = scoring_options(args, args.preset)
+    preset = scoring_options(args, args.preset)
     if args.gpu is not None:
         check_gpu(args.gpu)  # before any team runs, not after every case failed
     columns = (TextColumn("{task.fields[stage]:<8}"), BarColumn(), MofNCompleteColumn(),
@@ -165,7 +165,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
             args.submissions, args.images, args.labels, args.out, timeout_s=args.timeout,
             gpu_index=args.gpu, slots=parse_slots(args.slots) if args.slots is not None else None,
             interleave_teams=args.interleave_teams, calibration=args.calibration,
-            allow_uneven_slots=args.allow_uneven_slots, preset=preset, lesion_options=lesions,
+            allow_uneven_slots=args.allow_uneven_slots, preset=preset,
             container=DockerOptions(memory=args.memory, shm_size=args.shm_size),
             n_bootstrap=args.bootstrap, seed=args.seed, workers=args.workers, executor=executor,
             progress=progress,

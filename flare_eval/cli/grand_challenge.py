@@ -62,10 +62,10 @@ def run(args: argparse.Namespace) -> int:
     from flare_eval.scoring.batch import ScoreOptions
 
     console = Console(stderr=True, soft_wrap=True)  # whole lines: logs stay greppable
-    preset, lesions = scoring_options(args, args.preset)
+    preset = scoring_options(args, args.preset)
     metrics = evaluate_submission(
         args.input, args.ground_truth, args.output,
-        options=ScoreOptions(preset=preset, lesions=lesions),
+        options=ScoreOptions(preset=preset),
         output_interface=args.output_interface, workers=args.workers,
     )
     failed = [r for r in metrics["results"] if r["status"] != "ok"]

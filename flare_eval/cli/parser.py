@@ -94,16 +94,13 @@ class ArgumentParser(argparse.ArgumentParser):
 
 
 def iou_threshold(text: str) -> float:
-    """Argparse type of ``--lesion-iou``: checked by the rule of lesion matching
-    (:func:`flare_eval.metrics.lesions.check_iou_threshold`), reported under the option's name."""
-    from flare_eval.errors import ConfigError
-    from flare_eval.metrics.lesions import check_iou_threshold
+    """Argparse type of ``--lesion-iou``: checked by the rule of the challenge definition
+    (:func:`flare_eval.definition.iou_threshold_problem`), reported under the option's name."""
+    from flare_eval.definition import iou_threshold_problem
 
     value = float(text)  # a ValueError: argparse says "invalid iou_threshold value: 'x'"
-    try:
-        check_iou_threshold(value, name="T")
-    except ConfigError as err:
-        raise argparse.ArgumentTypeError(err.message) from None
+    if (problem := iou_threshold_problem(value)) is not None:
+        raise argparse.ArgumentTypeError(f"T {problem}")
     return value
 
 

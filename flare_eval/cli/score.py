@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from flare_eval.errors import EXIT_OK, EXIT_PARTIAL
+
+if TYPE_CHECKING:
+    from flare_eval.presets import Preset
 
 __all__ = ["register", "add_scoring_options", "scoring_options"]
 
@@ -60,44 +64,56 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def add_scoring_options(p: argparse.ArgumentParser) -> None:
     """The options that change a score, shared by ``score`` and ``evaluate``.
 
-    Their defaults are None: unset, the preset's rule and :class:`LesionOptions`' defaults
-    apply (one place for each default).
+    Their defaults are None: unset, the definition's rule applies (its one place; the lesion
+    options override its ``[lesions]`` table).
     """
     from flare_eval.cli.parser import iou_threshold
+    from flare_eval.definition import CONNECTIVITIES, MATCH_MODES
 
     p.add_argument("--nsd-dsc-threshold", type=float, default=None, metavar="T",
                    help="NSD is 0 when DSC < T (preset: 0.1, the FLARE23 rule; 0.2 from March 2024)")
     p.add_argument("--single-slice", choices=("keep", "nan"), default=None,
                    help="aorta/IVC/esophagus reference on one slice (the official code crashes): "
                    "keep = score that slice, nan = report NaN (preset: keep)")
-    p.add_argument("--lesion-connectivity", type=int, choices=(6, 18, 26), default=None,
-                   help="voxel connectivity of lesion instances (default 26)")
+    p.add_argument("--lesion-connectivity", type=int, choices=CONNECTIVITIES, default=None,
+                   help="voxel connectivity of lesion instances (preset: 26)")
     p.add_argument("--lesion-iou", type=iou_threshold, default=None, metavar="T",
                    help="a predicted lesion matches a reference lesion when IoU > T, 0 <= T < 1 "
-                        "(default 0.5)")
-    p.add_argument("--lesion-match", choices=("iou", "overlap"), default=None,
-                   help="match by IoU, or count any overlap as a detection (default iou)")
+                        "(preset: 0.5)")
+    p.add_argument("--lesion-match", choices=MATCH_MODES, default=None,
+                   help="match by IoU, or count any overlap as a detection (preset: iou)")
 
 
-def scoring_options(args: argparse.Namespace, preset_name: str):
-    """The preset with the command line's overrides and the lesion options, checked before
-    anything is written (a refused option must not leave a resume cache behind; ``--lesion-iou``
-    is checked by its argparse type).
+def scoring_options(args: argparse.Namespace, preset_name: str) -> Preset:
+    """The preset with the command line's overrides, checked before anything is written (a
+    refused option must not leave a resume cache behind; ``--lesion-iou`` is checked by its
+    argparse type).
 
     Raises
     ------
     ConfigError
-        A preset item out of range.
+        A preset item out of range; a lesion option for a preset without a lesion class.
     """
-    from flare_eval.presets import get_preset
-    from flare_eval.scoring.case import LesionOptions
+    import dataclasses
 
-    overrides = {"nsd_dsc_threshold": args.nsd_dsc_threshold, "single_slice_z_crop": args.single_slice}
-    preset = get_preset(preset_name).with_overrides(
-        **{k: v for k, v in overrides.items() if v is not None})
-    lesion = {"connectivity": args.lesion_connectivity, "iou_threshold": args.lesion_iou,
-              "match": args.lesion_match}
-    return preset, LesionOptions(**{k: v for k, v in lesion.items() if v is not None})
+    from flare_eval.errors import ConfigError
+    from flare_eval.presets import get_preset
+
+    preset = get_preset(preset_name)
+    overrides: dict[str, Any] = {k: v for k, v in (
+        ("nsd_dsc_threshold", args.nsd_dsc_threshold),
+        ("single_slice_z_crop", args.single_slice)) if v is not None}
+    lesion = {k: v for k, v in (
+        ("connectivity", args.lesion_connectivity), ("iou_threshold", args.lesion_iou),
+        ("match", args.lesion_match)) if v is not None}
+    if lesion:
+        if preset.lesions is None:
+            given = {"connectivity": "--lesion-connectivity", "iou_threshold": "--lesion-iou",
+                     "match": "--lesion-match"}
+            raise ConfigError(f"{', '.join(given[k] for k in lesion)}: preset {preset.name!r} "
+                              "has no lesion class (no lesion_label)")
+        overrides["lesions"] = dataclasses.replace(preset.lesions, **lesion)
+    return preset.with_overrides(**overrides)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -111,8 +127,8 @@ def run(args: argparse.Namespace) -> int:
     from flare_eval.scoring.batch import ScoreOptions, score_folders
 
     console = Console(stderr=True, soft_wrap=True)  # whole lines: logs stay greppable
-    preset, lesions = scoring_options(args, args.preset)
-    options = ScoreOptions(preset=preset, lesions=lesions, strict=args.strict)
+    preset = scoring_options(args, args.preset)
+    options = ScoreOptions(preset=preset, strict=args.strict)
     columns = (TextColumn("scoring"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                TextColumn("{task.description}"))
     with scheduler_executor(args.scheduler) as executor, \

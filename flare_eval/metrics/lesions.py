@@ -45,6 +45,7 @@ from typing import Any, Literal
 import numpy as np
 from numpy.typing import NDArray
 
+from flare_eval.definition import MATCH_MODES, connectivity_problem, iou_threshold_problem
 from flare_eval.errors import ConfigError, InputError
 from flare_eval.metrics.boxes import bounding_box
 from flare_eval.typing import BoolArray, Spacing
@@ -52,11 +53,8 @@ from flare_eval.typing import BoolArray, Spacing
 __all__ = [
     "LesionResult",
     "lesion_metrics",
-    "check_iou_threshold",
     "LESION_SUMMARY_COLUMNS",
     "LESION_INSTANCE_COLUMNS",
-    "CONNECTIVITIES",
-    "MATCH_MODES",
 ]
 
 #: Keys of :meth:`LesionResult.summary`, in the order of ``lesions_per_case.csv`` (after Name).
@@ -69,8 +67,6 @@ LESION_INSTANCE_COLUMNS: tuple[str, ...] = (
     "side", "lesion_id", "volume_ml", "centroid_x_mm", "centroid_y_mm", "centroid_z_mm",
     "matched_id", "iou", "dsc",
 )
-CONNECTIVITIES: tuple[int, ...] = (6, 18, 26)
-MATCH_MODES: tuple[str, ...] = ("iou", "overlap")
 
 
 def _ratio(numerator: float, denominator: float) -> float:
@@ -208,20 +204,6 @@ class LesionResult:
         return rows
 
 
-def check_iou_threshold(value: float, *, name: str = "iou_threshold") -> None:
-    """Refuse a matching threshold outside [0, 1): a pair matches when IoU > ``value``, so 1
-    or more would match nothing and a negative value would match disjoint lesions.
-
-    Raises
-    ------
-    ConfigError
-        Naming ``name`` (the argument or option the value came from) and the value.
-    """
-    if not 0.0 <= value < 1.0:
-        raise ConfigError(f"{name} must be in [0, 1) (a pair matches when IoU > threshold), "
-                          f"got {value!r}")
-
-
 def _check_inputs(
     reference: BoolArray, prediction: BoolArray, spacing_mm: Spacing, connectivity: int,
     iou_threshold: float, match: str,
@@ -238,12 +220,12 @@ def _check_inputs(
     if len(spacing_mm) != 3 or not all(math.isfinite(s) and s > 0 for s in spacing_mm):
         raise InputError(f"lesion_metrics: spacing_mm must be 3 positive finite values, "
                          f"got {tuple(spacing_mm)}")
-    if connectivity not in CONNECTIVITIES:
-        raise ConfigError(f"lesion_metrics: connectivity must be one of {CONNECTIVITIES}, "
-                          f"got {connectivity!r}")
+    if (problem := connectivity_problem(connectivity)) is not None:
+        raise ConfigError(f"lesion_metrics: connectivity {problem}")
     if match not in MATCH_MODES:
         raise ConfigError(f"lesion_metrics: match must be one of {MATCH_MODES}, got {match!r}")
-    check_iou_threshold(iou_threshold, name="lesion_metrics: iou_threshold")
+    if (problem := iou_threshold_problem(iou_threshold)) is not None:
+        raise ConfigError(f"lesion_metrics: iou_threshold {problem}")
 
 
 def _components(
@@ -296,9 +278,9 @@ def lesion_metrics(
     prediction: BoolArray,
     *,
     spacing_mm: Spacing,
-    connectivity: int = 26,
-    iou_threshold: float = 0.5,
-    match: Literal["iou", "overlap"] = "iou",
+    connectivity: int,
+    iou_threshold: float,
+    match: Literal["iou", "overlap"],
     origin_voxel: tuple[int, int, int] = (0, 0, 0),
 ) -> LesionResult:
     """Connected lesions of one case, matched one-to-one by IoU.
@@ -309,6 +291,9 @@ def lesion_metrics(
         Lesion masks (e.g. ``labels == 14``), boolean, same shape (X, Y, Z). Not modified.
     spacing_mm
         Voxel spacing in mm along the three array axes (the ground truth's header zooms).
+    connectivity, iou_threshold, match
+        No defaults: a challenge definition's ``[lesions]`` table sets them
+        (:class:`~flare_eval.presets.LesionRules`; FLARE23's: 26, 0.5, ``"iou"``).
     connectivity
         Voxel neighbourhood that joins voxels into one lesion: 6 (faces), 18 (faces and edges)
         or 26 (faces, edges and corners; panoptica's and cc3d's default).
@@ -356,7 +341,8 @@ def lesion_metrics(
     --------
     >>> ref = np.zeros((8, 8, 8), bool); ref[1:3, 1:3, 1:3] = True; ref[5:7, 5:7, 5:7] = True
     >>> pred = np.zeros_like(ref); pred[1:3, 1:3, 1:4] = True
-    >>> r = lesion_metrics(ref, pred, spacing_mm=(1.0, 1.0, 2.0))
+    >>> r = lesion_metrics(ref, pred, spacing_mm=(1.0, 1.0, 2.0), connectivity=26,
+    ...                    iou_threshold=0.5, match="iou")
     >>> r.tp, r.fp, r.fn, round(r.pq, 4)  # IoU 8/12; PQ = (2/3) / (1 + 0/2 + 1/2)
     (1, 0, 1, 0.4444)
     >>> r.ref_volume_ml  # 16 voxels of 2 mm^3

@@ -56,7 +56,6 @@ from flare_eval.runner.docker_backend import DockerOptions
 from flare_eval.runner.intake import OutputLimits
 from flare_eval.runner.run import resolve_slots
 from flare_eval.runner.slots import Slot
-from flare_eval.scoring.case import LesionOptions
 from flare_eval.typing import StrPath
 
 if TYPE_CHECKING:
@@ -234,7 +233,6 @@ def evaluate(
     calibration: StrPath | None = None,
     allow_uneven_slots: bool = False,
     preset: Preset = FLARE23,
-    lesion_options: LesionOptions = LesionOptions(),
     container: DockerOptions = DockerOptions(),
     limits: OutputLimits = OutputLimits(),
     n_bootstrap: int = 1000,
@@ -274,7 +272,7 @@ def evaluate(
         :data:`~flare_eval.presets.SLOT_TOLERANCE` are refused.  ``None``: no check.
     allow_uneven_slots
         Warn about uneven slots instead of refusing them.
-    preset, lesion_options
+    preset
         Scoring and ranking rules.
     container
         Container settings (memory, shared memory, network...); ``gpu_index`` replaces its GPU.
@@ -323,7 +321,7 @@ def evaluate(
     cases = _test_cases(images, labels)
     options = dataclasses.replace(container, gpu_index=gpu_index)
     run_slots = resolve_slots(slots, gpu_index)
-    score_options = ScoreOptions(preset=preset, lesions=lesion_options)
+    score_options = ScoreOptions(preset=preset)
     configuration = {
         **score_options.fingerprint(),
         "timeout_s": timeout_s,

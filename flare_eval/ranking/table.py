@@ -247,11 +247,12 @@ def _scoring_options(folder: Path) -> dict[str, str]:
             flat[prefix] = json.dumps(value)
 
     walk("", options)
-    # the preset's efficiency and ranking items do not change a score
-    return {k: v for k, v in flat.items() if k.startswith(("preset.", "lesions."))
+    # the preset's efficiency and ranking items do not change a score, nor does its hash,
+    # which covers them (every scoring item is compared on its own)
+    return {k: v for k, v in flat.items() if k.startswith("preset.")
             and not k.startswith(("preset.runtime_tolerance_s", "preset.gpu_tolerance_mib",
                                   "preset.failed_", "preset.ranking_metrics",
-                                  "preset.tie_method"))}
+                                  "preset.tie_method", "preset.content_sha256"))}
 
 
 def check_same_options(results: StrPath, *, allow_mixed: bool = False) -> str | None:

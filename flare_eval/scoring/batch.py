@@ -18,7 +18,7 @@ import shutil
 import time
 from collections.abc import Callable
 from concurrent.futures import Executor, ProcessPoolExecutor, as_completed
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +31,7 @@ from flare_eval.io import atomic_write_text, write_table
 from flare_eval.io.layout import CHANNEL_SUFFIX, LABEL_EXTENSIONS, case_id, is_volume_file
 from flare_eval.io.lock import die_with_parent, exclusive, output_errors
 from flare_eval.presets import Preset
-from flare_eval.scoring.case import CaseRecord, LesionOptions, score_files
+from flare_eval.scoring.case import CaseRecord, score_files
 from flare_eval.scoring.outputs import (
     cases_table,
     lesion_instances_table,
@@ -52,11 +52,10 @@ class ScoreOptions:
     """Everything that changes the numbers of a scoring run (recorded and checked on resume)."""
 
     preset: Preset
-    lesions: LesionOptions = field(default_factory=LesionOptions)
     strict: bool = False
 
     def fingerprint(self) -> dict[str, Any]:
-        return {"preset": self.preset.describe(), "lesions": asdict(self.lesions)}
+        return {"preset": self.preset.describe()}
 
 
 @dataclass(frozen=True)
@@ -168,10 +167,7 @@ def _stamp(path: Path | None) -> list[int] | None:
 
 
 def _score_job(reference: Path, prediction: Path | None, options: ScoreOptions) -> dict[str, Any]:
-    record = score_files(
-        reference, prediction, preset=options.preset, lesion_options=options.lesions,
-        strict=options.strict,
-    )
+    record = score_files(reference, prediction, preset=options.preset, strict=options.strict)
     return record.to_json()
 
 

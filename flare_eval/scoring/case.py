@@ -28,18 +28,9 @@ from flare_eval.metrics.flare import ClassScore, label_boxes, score_case
 from flare_eval.metrics.lesions import lesion_metrics
 from flare_eval.presets import Preset
 
-__all__ = ["CaseRecord", "LesionOptions", "score_files"]
+__all__ = ["CaseRecord", "score_files"]
 
 STATUSES = ("ok", "missing_prediction", "bad_prediction", "bad_reference")
-
-
-@dataclass(frozen=True)
-class LesionOptions:
-    """How lesions are turned into instances and matched (see :mod:`flare_eval.metrics.lesions`)."""
-
-    connectivity: int = 26
-    iou_threshold: float = 0.5
-    match: str = "iou"
 
 
 @dataclass(frozen=True)
@@ -94,7 +85,6 @@ def score_files(
     prediction_path: Path | None,
     *,
     preset: Preset,
-    lesion_options: LesionOptions = LesionOptions(),
     strict: bool = False,
 ) -> CaseRecord:
     """Score one case from its files.
@@ -106,9 +96,7 @@ def score_files(
     prediction_path
         Prediction file, or None when the submission has none for this case.
     preset
-        Scoring rules.
-    lesion_options
-        Instance options for the lesion class.
+        Scoring rules, the lesion instance rules (``preset.lesions``) included.
     strict
         Raise on a missing or bad file instead of recording a failed case.
 
@@ -164,7 +152,7 @@ def score_files(
         reference.data, prediction_data, spacing_mm=reference.spacing_mm, preset=preset, boxes=boxes
     )
     lesions, instances = None, []
-    if preset.lesion_label is not None:
+    if preset.lesion_label is not None and preset.lesions is not None:
         # The lesion masks of the lesions' box only (no lesion: one voxel, holding none), not
         # two whole-volume comparisons.
         box = boxes.stored_box(preset.lesion_label) or (slice(0, 1),) * 3
@@ -173,9 +161,9 @@ def score_files(
             prediction_data[box] == preset.lesion_label,
             origin_voxel=tuple(s.start for s in box),  # type: ignore[arg-type]
             spacing_mm=reference.spacing_mm,
-            connectivity=lesion_options.connectivity,
-            iou_threshold=lesion_options.iou_threshold,
-            match=lesion_options.match,
+            connectivity=preset.lesions.connectivity,
+            iou_threshold=preset.lesions.iou_threshold,
+            match=preset.lesions.match,
         )
         lesions, instances = result.summary(), result.instances()
     return CaseRecord(

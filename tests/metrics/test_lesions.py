@@ -12,10 +12,16 @@ from scipy import ndimage
 from flare_eval.errors import ConfigError, InputError
 
 from flare_eval.metrics import lesions
-from flare_eval.metrics.lesions import lesion_metrics
+from flare_eval.metrics.lesions import lesion_metrics as _lesion_metrics
 from tests.conftest import require_module
 
 UNIT = (1.0, 1.0, 1.0)
+#: The rules these cases were worked out with (the function has none: a definition sets them)
+RULES = dict(connectivity=26, iou_threshold=0.5, match="iou")
+
+
+def lesion_metrics(reference, prediction, **options):
+    return _lesion_metrics(reference, prediction, **{**RULES, **options})
 
 
 def _box(shape, *slices) -> np.ndarray:
@@ -192,6 +198,13 @@ def test_ids_volumes_and_centroids_equal_scipy(rng):
     np.testing.assert_allclose(ours, centroids, rtol=0, atol=1e-9)
 
 
+def test_rules_have_no_default():
+    """One place for the rules: the challenge definition, not the function's signature."""
+    mask = np.zeros((4, 4, 4), bool)
+    with pytest.raises(TypeError, match="connectivity.*iou_threshold.*match"):
+        _lesion_metrics(mask, mask, spacing_mm=UNIT)
+
+
 @pytest.mark.parametrize(
     ("kwargs", "error", "match"),
     [
@@ -199,7 +212,8 @@ def test_ids_volumes_and_centroids_equal_scipy(rng):
         (dict(prediction=np.zeros((4, 4), bool)), InputError, "prediction must be a 3-D boolean"),
         (dict(prediction=np.zeros((4, 4, 5), bool)), InputError, r"shape \(4, 4, 4\) and prediction"),
         (dict(spacing_mm=(1.0, 0.0, 1.0)), InputError, "spacing_mm must be 3 positive"),
-        (dict(connectivity=8), ConfigError, r"connectivity must be one of \(6, 18, 26\), got 8"),
+        (dict(connectivity=8), ConfigError, r"connectivity must be one of \[6, 18, 26\], got 8"),
+        (dict(connectivity=26.0), ConfigError, r"connectivity must be one of \[6, 18, 26\], got 26\.0"),
         (dict(match="dice"), ConfigError, "match must be one of"),
         (dict(iou_threshold=1.0), ConfigError, r"iou_threshold must be in \[0, 1\)"),
     ],

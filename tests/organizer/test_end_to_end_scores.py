@@ -60,7 +60,7 @@ import pandas as pd
 import pytest
 
 from flare_eval.cli.main import main
-from flare_eval.errors import EXIT_INPUT, EXIT_OK, EXIT_PARTIAL
+from flare_eval.errors import EXIT_INPUT, EXIT_OK, EXIT_PARTIAL, EXIT_USAGE
 from flare_eval.presets import FLARE23
 from flare_eval.report import load_results
 from tests.conftest import require_module
@@ -197,7 +197,7 @@ def test_lesion_instances_at_the_default_and_at_iou_0_3(results, challenge, tmp_
         assert row[["tp", "fp", "fn", "f1", "pq"]].tolist() == [0, 1, 1, 0.0, 0.0]
     # default 26-connectivity: A's two corner-touching voxels are one false lesion
     assert lesions(results, "A", "case2")[["pred_lesions", "fp"]].tolist() == [1, 1]
-    run = json.loads((results / "A" / "run.json").read_text())["options"]["lesions"]
+    run = json.loads((results / "A" / "run.json").read_text())["options"]["preset"]["lesions"]
     assert run == {"connectivity": 26, "iou_threshold": 0.5, "match": "iou"}
     # --lesion-iou 0.3: both pairs match; PQ = IoU / (tp + fp/2 + fn/2) = IoU / 1
     out = tmp_path / "iou03"
@@ -214,16 +214,53 @@ def test_lesion_instances_at_the_default_and_at_iou_0_3(results, challenge, tmp_
         (mixed / team).symlink_to(root / team, target_is_directory=True)
     ranking = mixed / "ranking"
     assert main(["rank", str(mixed), "--out", str(ranking), "--bootstrap", "0"]) == EXIT_INPUT
-    assert "lesions.iou_threshold is 0.3 for ['B']; 0.5 for ['A']" in capsys.readouterr().err
+    assert "preset.lesions.iou_threshold is 0.3 for ['B']; 0.5 for ['A']" in capsys.readouterr().err
     # ...unless the ranking was told to: then the report carries the ranking's warning
     assert main(["rank", str(mixed), "--out", str(ranking), "--bootstrap", "0",
                  "--allow-mixed-options"]) == EXIT_OK
     warnings = load_results(mixed).ranking_config["warnings"]
-    assert any("lesions.iou_threshold" in w for w in warnings)
+    assert any("preset.lesions.iou_threshold" in w for w in warnings)
     record = json.loads((ranking / "ranking.json").read_text())
     (ranking / "ranking.json").write_text(json.dumps({**record, "allow_mixed_options": False}))
     assert main(["report", str(mixed), "--out", str(tmp_path / "r.html")]) == EXIT_INPUT
-    assert "different options: lesions.iou_threshold" in capsys.readouterr().err
+    assert "different options: preset.lesions.iou_threshold" in capsys.readouterr().err
+
+
+def test_lesion_rules_come_from_the_definition_file(challenge, tmp_path, capsys):
+    """A user's definition changes the instance rules end to end; the options override it."""
+    def row(root: Path, team: str, case: str) -> list:
+        return pd.read_csv(root / team / "lesions_per_case.csv").set_index("Name").loc[
+            f"{case}.nii.gz", ["pred_lesions", "tp", "fp", "fn"]].tolist()
+
+    definition = tmp_path / "loose.toml"
+    definition.write_text('base = "flare23"\nname = "loose"\ntitle = "t"\n'
+                          "[lesions]\nconnectivity = 6\niou_threshold = 0.3\n")
+    loose = tmp_path / "loose"
+    _score(challenge, loose, "--preset", str(definition))
+    # IoU > 0.3: B's pair (IoU 1/3) and C's (1/2) match; 6-connectivity: A's two voxels that
+    # touch at a corner only are two false lesions
+    assert row(loose, "B", "case1") == [1, 1, 0, 0]
+    assert row(loose, "C", "case1") == [1, 1, 0, 0]
+    assert row(loose, "A", "case2") == [2, 0, 2, 0]
+    # the command line wins over the file: back to IoU > 0.5 and 26-connectivity
+    strict = tmp_path / "strict"
+    _score(challenge, strict, "--preset", str(definition), "--lesion-iou", "0.5",
+           "--lesion-connectivity", "26")
+    assert row(strict, "B", "case1") == [1, 0, 1, 1]
+    assert row(strict, "C", "case1") == [1, 0, 1, 1]
+    assert row(strict, "A", "case2") == [1, 0, 1, 0]
+    # overlap matching in the file: any shared voxel is a detection (B's IoU 1/3)
+    definition.write_text('base = "flare23"\nname = "overlap"\ntitle = "t"\n'
+                          '[lesions]\nmatch = "overlap"\n')
+    overlap = tmp_path / "overlap"
+    _score(challenge, overlap, "--preset", str(definition))
+    assert row(overlap, "B", "case1") == [1, 1, 0, 0]
+    # a lesion option for a definition without a lesion class is refused, not ignored
+    assert main(["score", "--pred", str(challenge / "pred" / "A"), "--gt", str(challenge / "gt"),
+                 "--out", str(tmp_path / "x"), "--preset", "flare22", "--lesion-iou", "0.3"]) \
+        == EXIT_USAGE
+    assert "--lesion-iou: preset 'flare22' has no lesion class" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
 
 
 def test_rank_pins_ranks_and_means(results):
