@@ -161,6 +161,9 @@ def test_lesion_rules_need_a_lesion_label_and_merge_with_a_base(tmp_path):
     with pytest.raises(ConfigError) as caught:
         load_definition(tmp_path / "n.toml")
     assert caught.value.message.splitlines()[1:] == ["  - [lesions] needs a lesion_label"]
+    # the same rule for a preset built in Python
+    with pytest.raises(ConfigError, match="lesion rules without a lesion label"):
+        FLARE23.with_overrides(lesion_label=None)
     # a base's table is merged key by key: only the threshold changes
     (tmp_path / "b.toml").write_text('base = "flare23"\nname = "b"\n[lesions]\niou_threshold = 0.3\n')
     assert load_definition(tmp_path / "b.toml").lesions == LesionRules(26, 0.3, "iou")
