@@ -5,7 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from flare_eval.metrics.boxes import bounding_box, union_box
+from scipy import ndimage
+
+from flare_eval.metrics.boxes import bounding_box, boxes_of_labels, union_box
 
 
 @pytest.mark.parametrize("order", ["C", "F"])
@@ -37,3 +39,17 @@ def test_a_strided_view_is_boxed_in_its_own_coordinates():
 def test_not_3d_is_refused_with_the_shape():
     with pytest.raises(ValueError, match=r"3-D, got shape \(4, 4\)"):
         bounding_box(np.zeros((4, 4)))
+
+
+# 14 is FLARE's (16-bit presence), 20 and 40 the wider types, 100 scipy's own path
+@pytest.mark.parametrize("max_label", [1, 14, 15, 16, 20, 40, 100])
+@pytest.mark.parametrize("order", ["C", "F"])
+def test_boxes_of_labels_equal_scipy_find_objects(rng, max_label, order):
+    for _ in range(10):
+        shape = tuple(int(n) for n in rng.integers(1, 14, 3))
+        sparse = rng.random(shape) < 0.05
+        volume = np.asarray(sparse * rng.integers(0, 256, shape), np.uint8, order=order)
+        volume.flat[0] = max_label  # a label at the very first voxel
+        volume.flat[-1] = max_label + 1  # and one just above the map, which is ignored
+        assert boxes_of_labels(volume, max_label=max_label) == list(
+            ndimage.find_objects(volume, max_label=max_label))
