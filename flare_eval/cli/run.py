@@ -80,8 +80,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="re-run cases recorded with any status but ok")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--cleanup", action="store_true",
-                   help="only remove containers of killed runs that are past their deadline "
-                   "(timeout + 60 s), then exit; see docs/security.md")
+                   help="only clean up after killed runs, then exit: their staging folders "
+                   "(and output tmpfs) that no live run holds and, with docker, their "
+                   "containers past the deadline (timeout + 60 s); see docs/security.md")
     p.set_defaults(handler=run)
 
 
@@ -112,9 +113,15 @@ def run(args: argparse.Namespace) -> int:
     from flare_eval.runner.slots import parse_slots
 
     if args.cleanup:
-        removed = remove_expired(connect())
-        print(f"flare-eval run: removed {len(removed)} container(s) past their deadline"
-              + (f": {', '.join(removed)}" if removed else ""), file=sys.stderr)
+        from flare_eval.runner.intake import remove_stale_cases
+
+        folders = remove_stale_cases()
+        print(f"flare-eval run: removed {len(folders)} staging folder(s) of killed runs"
+              + (f": {', '.join(f.name for f in folders)}" if folders else ""), file=sys.stderr)
+        if args.backend == "docker":
+            removed = remove_expired(connect())
+            print(f"flare-eval run: removed {len(removed)} container(s) past their deadline"
+                  + (f": {', '.join(removed)}" if removed else ""), file=sys.stderr)
         return EXIT_OK
     for name in ("inputs", "out"):
         if getattr(args, name) is None:

@@ -13,6 +13,7 @@ requiring ``/bin/bash`` lets minimal images run. The image's entrypoint is kept,
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import threading
 import time
@@ -22,7 +23,9 @@ from typing import Any
 
 from flare_eval.errors import RunnerError
 from flare_eval.runner.execution import Execution
+from flare_eval.runner.intake import SpaceGuard
 from flare_eval.runner.sampler import ResourceSampler
+from flare_eval.runner.streams import Tail, read_into
 from flare_eval.runner.slots import Slot
 
 __all__ = ["CONTAINER_LABEL", "WORK_LABEL", "DEADLINE_LABEL", "DockerOptions", "DockerBackend",
@@ -90,9 +93,10 @@ class DockerOptions:
     pids_limit
         Most processes and threads in the container.
     log_bytes
-        Most bytes of the container's log the engine keeps (``local`` log driver, two files
-        of half this size): a submission printing gigabytes costs neither disk nor runner
-        memory; the tail is kept.
+        Most bytes of each of the container's streams kept while it runs (the tail): they
+        are read from the attached container as they come, not through a log driver, so a
+        submission printing gigabytes costs neither disk nor runner memory, and it is not
+        slowed by the engine's per-line logging (500 MB of short lines: 3x faster here).
     command
         Command run in the image's working directory.
     labels
@@ -302,10 +306,9 @@ class DockerBackend:
             pids_limit=o.pids_limit,
             device_requests=devices,
             cpuset_cpus=o.cpuset_cpus,
-            # The 'local' driver costs a third of 'json-file' per line (50 MB of short lines:
-            # 5 s against 13 s here); two uncompressed files of half the cap each.
-            log_config=LogConfig(type="local", config={
-                "max-size": str(max(o.log_bytes // 2, 4096)), "max-file": "2", "compress": "false"}),
+            # No log driver: the streams are read from the attached container (see _Streams);
+            # even the 'local' driver handles every line and slowed a 500 MB print 3x.
+            log_config=LogConfig(type="none"),
             labels={CONTAINER_LABEL: "1", "flare-eval.case": name, WORK_LABEL: _work_key(inputs_dir),
                     **deadline, **o.labels},
             detach=True,
@@ -313,7 +316,7 @@ class DockerBackend:
 
     def run_case(
         self, inputs_dir: Path, outputs_dir: Path, *, timeout_s: float | None,
-        sampler: ResourceSampler, name: str,
+        sampler: ResourceSampler, name: str, guard: SpaceGuard | None = None,
     ) -> Execution:
         """Create, start, watch and remove one container; see :class:`Execution`.
 
@@ -328,7 +331,7 @@ class DockerBackend:
         container = None
         exit_code: int | None = None
         timed_out = oom = False
-        stdout = stderr = b""
+        streams = _Streams(self.options.log_bytes)
         error: str | None = None
         t_exit: float | None = None
         try:
@@ -340,6 +343,7 @@ class DockerBackend:
         try:
             self._remove_leftovers(inputs_dir)
             container = self._create(inputs_dir, outputs_dir, name, timeout_s)
+            streams.attach(self.client, container.id)  # before the start: nothing is missed
             container.start()
             waited: dict[str, Any] = {}
 
@@ -354,7 +358,11 @@ class DockerBackend:
             # Looked up while the case runs, so the lookup never delays the exit.
             state = self.client.api.inspect_container(container.id)["State"]
             sampler.watch_pid(state.get("Pid") or None)
-            waiter.join(None if timeout_s is None else max(0.0, t0 + timeout_s - time.monotonic()))
+            watching = (guard.watching(lambda: _kill(container)) if guard is not None
+                        else contextlib.nullcontext())
+            with watching:
+                waiter.join(None if timeout_s is None
+                            else max(0.0, t0 + timeout_s - time.monotonic()))
             if waiter.is_alive():
                 timed_out = True
                 try:
@@ -370,11 +378,10 @@ class DockerBackend:
             oom = bool(state.get("OOMKilled"))
             if not timed_out:
                 exit_code = int(state.get("ExitCode"))
-            stdout = container.logs(stdout=True, stderr=False)
-            stderr = container.logs(stdout=False, stderr=True)
         except docker.errors.DockerException as err:
             error = f"docker: {err}"
         finally:
+            streams.close()
             t_remove = time.monotonic()
             t_exit = t_remove if t_exit is None else t_exit
             try:
@@ -388,4 +395,50 @@ class DockerBackend:
                 samples = sampler.stop()
             # The official time covers 'docker run --rm' as a whole, removal included.
             time_s = (t_exit - t0) + (time.monotonic() - t_remove)
-        return Execution(exit_code, timed_out, oom, time_s, stdout, stderr, samples, error)
+        out, err = streams.tails[1], streams.tails[2]
+        return Execution(exit_code, timed_out, oom, time_s, out.data(), err.data(), samples,
+                         error, dropped=(out.dropped, err.dropped))
+
+
+def _kill(container: Any) -> None:
+    import docker.errors
+
+    try:
+        container.kill()
+    except docker.errors.APIError:
+        pass  # it exited by itself meanwhile
+
+
+class _Streams:
+    """The tails of an attached container's stdout and stderr, read on a thread as they come."""
+
+    #: Seconds the reader may take to drain the stream after the container is gone.
+    drain_s = 10.0
+
+    def __init__(self, cap_bytes: int) -> None:
+        self.tails = {1: Tail(cap_bytes), 2: Tail(cap_bytes)}
+        self.socket: Any = None
+        self.thread: threading.Thread | None = None
+
+    def attach(self, client: Any, container_id: str) -> None:
+        """Attach to the (created, not yet started) container and start reading."""
+        # A CancellableStream of (stdout, stderr) chunks; its close() closes the socket.
+        self.socket = client.api.attach(container_id, stdout=True, stderr=True, stream=True,
+                                        logs=False, demux=True)
+        self.thread = read_into((self.tails[n], chunk) for pair in self.socket
+                                for n, chunk in enumerate(pair, start=1) if chunk)
+
+    def close(self) -> None:
+        """Let the reader drain what the exited container wrote, then close the socket."""
+        if self.thread is not None:
+            self.thread.join(self.drain_s)
+        if self.socket is not None:
+            with contextlib.suppress(Exception):  # closed already, or the engine went away
+                self.socket.close()  # cancels a stream still open (the reader timed out)
+            # A stream that ended is left open by that (docker-py 7): its response holds the
+            # socket until it is closed too.
+            response = getattr(self.socket, "_response", None)
+            if response is not None:
+                response.close()
+        if self.thread is not None:
+            self.thread.join()

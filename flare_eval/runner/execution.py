@@ -4,10 +4,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from flare_eval.runner.sampler import ResourceSampler, Samples
 from flare_eval.runner.slots import Slot
+
+if TYPE_CHECKING:
+    from flare_eval.runner.intake import SpaceGuard
 
 __all__ = ["Execution", "Backend"]
 
@@ -28,12 +31,15 @@ class Execution:
     time_s
         Host monotonic wall time of the whole run (create, start, inference, exit, removal).
     stdout, stderr
-        The run's output streams (not yet capped).
+        The run's output streams (their tails, not yet capped to the run's log cap).
     samples
         Resource samples taken during the run.
     error
         Set when the runner itself failed (the engine refused to create or start the
         container...): the case was not fairly run and is retried on resume.
+    dropped
+        Bytes of stdout and of stderr the backend dropped before ``stdout`` and ``stderr``
+        (it keeps a bounded tail).
     """
 
     exit_code: int | None
@@ -44,6 +50,7 @@ class Execution:
     stderr: bytes
     samples: Samples
     error: str | None = None
+    dropped: tuple[int, int] = (0, 0)
 
 
 class Backend(Protocol):
@@ -51,9 +58,13 @@ class Backend(Protocol):
 
     def run_case(
         self, inputs_dir: Path, outputs_dir: Path, *, timeout_s: float | None,
-        sampler: ResourceSampler, name: str,
+        sampler: ResourceSampler, name: str, guard: SpaceGuard | None = None,
     ) -> Execution:
-        """Run on the single case in ``inputs_dir``; the submission writes to ``outputs_dir``."""
+        """Run on the single case in ``inputs_dir``; the submission writes to ``outputs_dir``.
+
+        While the case runs, ``guard.watching(kill)`` (when given) may kill it for
+        outgrowing its output space; the caller reads ``guard.reason``.
+        """
         ...
 
     def describe(self) -> dict[str, Any]:

@@ -19,19 +19,24 @@ the output folder is a tmpfs of ``output_space`` bytes, which bounds what a case
 from __future__ import annotations
 
 import errno
+import fcntl
 import hashlib
 import os
 import shutil
 import stat
 import subprocess
 import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 from flare_eval.errors import RunnerError
 
-__all__ = ["OutputLimits", "DiskFullError", "Taken", "stage_case", "release_case", "take_output",
-           "summarise_names"]
+__all__ = ["OutputLimits", "DiskFullError", "Taken", "SpaceGuard", "stage_case", "release_case",
+           "remove_stale_cases", "take_output", "summarise_names"]
 
 MIB = 1 << 20
 
@@ -47,8 +52,11 @@ class OutputLimits:
     max_files
         Most entries in ``/workspace/outputs`` before the case is ``bad_output``.
     output_space
-        Size of the tmpfs mounted at the case's output folder (when the runner may mount):
-        writes beyond it fail inside the submission with "No space left on device".
+        Most bytes the case's output folder may hold. When the runner may mount (root) it is
+        the size of a tmpfs there: writes beyond it fail inside the submission with "No space
+        left on device". Otherwise :class:`SpaceGuard` kills the case once the folder holds
+        more (checked every ``SpaceGuard.period_s``; every entry counts at least one 4 KiB
+        block, so a flood of empty files is bounded too).
     """
 
     max_bytes: int = 512 * MIB
@@ -102,12 +110,143 @@ def _mount_tmpfs(folder: Path, size: int) -> bool:
     return done.returncode == 0
 
 
+#: Folder-usage floor of one entry: a file system spends at least a block (and an inode) on it.
+_BLOCK = 4096
+
+
+def _usage_over(folder: Path, limit: int) -> int | None:
+    """Bytes under ``folder`` (links not followed) once they pass ``limit``; ``None`` below it.
+
+    The walk stops as soon as the limit is passed, so a flood of entries costs one bounded scan.
+    """
+    used = 0
+    pending = [str(folder)]
+    while pending:
+        try:
+            with os.scandir(pending.pop()) as entries:
+                for entry in entries:
+                    try:
+                        info = entry.stat(follow_symlinks=False)
+                    except OSError:
+                        continue  # removed meanwhile
+                    used += max(info.st_blocks * 512, _BLOCK)
+                    if used > limit:
+                        return used
+                    if stat.S_ISDIR(info.st_mode):
+                        pending.append(entry.path)
+        except OSError:
+            continue  # removed, or made unreadable by the submission: what it holds is not ours
+    return None
+
+
+class SpaceGuard:
+    """Holds a running case to ``limits.output_space`` where no tmpfs does (the runner is not root).
+
+    :meth:`watching` measures the output folder every ``period_s`` on a thread while the
+    backend waits for the case, and calls the backend's ``kill`` once the folder holds more;
+    :attr:`reason` then says so and the case is ``bad_output``. A folder that is the output
+    tmpfs is bounded by the kernel and not measured.
+
+    Parameters
+    ----------
+    outputs_dir
+        The case's output folder.
+    limits
+        Its bounds (``output_space``).
+    period_s
+        Seconds between two measurements: how long a case may write past the bound.
+    """
+
+    period_s = 0.2
+
+    def __init__(self, outputs_dir: Path, limits: OutputLimits, period_s: float | None = None) -> None:
+        self.outputs_dir = Path(outputs_dir)
+        self.limit = limits.output_space
+        self.period_s = self.period_s if period_s is None else period_s
+        self.reason: str | None = None
+
+    @contextmanager
+    def watching(self, kill: Callable[[], None]) -> Iterator[None]:
+        """Measure the folder while the block runs; ``kill()`` the case once it is over."""
+        if os.path.ismount(self.outputs_dir):  # the output tmpfs: the kernel holds the bound
+            yield
+            return
+        done = threading.Event()
+
+        def watch() -> None:
+            while not done.wait(self.period_s):
+                used = _usage_over(self.outputs_dir, self.limit)
+                if used is not None:
+                    self.reason = (f"/workspace/outputs held more than the output space of "
+                                   f"{self.limit} bytes ({used} counted); the case was killed")
+                    kill()
+                    return
+
+        thread = threading.Thread(target=watch, name="flare-eval-space-guard", daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            done.set()
+            thread.join()
+
+
+def _remove(folder: Path) -> None:
+    if os.path.ismount(folder):  # the output tmpfs
+        subprocess.run(["umount", "-l", str(folder)], capture_output=True)
+    shutil.rmtree(folder, ignore_errors=True)
+
+
 def release_case(work: Path) -> None:
     """Remove a case's staging folder, unmounting its output tmpfs first."""
-    outputs = work / "outputs"
-    if os.path.ismount(outputs):
-        subprocess.run(["umount", "-l", str(outputs)], capture_output=True)
+    _remove(work / "outputs")
     shutil.rmtree(work, ignore_errors=True)
+
+
+#: Lock file of a staging folder, held by the run whose case is in it.
+_HELD = ".held"
+#: A staging folder younger than this is never taken for a leftover (its run may be about
+#: to take its lock).
+_STALE_AFTER_S = 10.0
+
+
+@contextmanager
+def holding(work: Path) -> Iterator[None]:
+    """Hold ``work`` (a case's staging folder) for the block, then release it.
+
+    The lock (``flock``, dropped by the kernel however the run dies) tells
+    :func:`remove_stale_cases` of any later run that the folder is in use.
+    """
+    work.mkdir(parents=True, exist_ok=True)
+    with (work / _HELD).open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            release_case(work)
+
+
+def remove_stale_cases() -> list[Path]:
+    """Remove every staging folder of this user that no live run holds; returns them.
+
+    A runner killed outright (``kill -9``) leaves its case's folder, and as root its output
+    tmpfs, behind; a resumed run of the same results folder releases it, and so does any
+    later run or ``flare-eval run --cleanup`` through this, for runs that are never resumed.
+    """
+    removed = []
+    for work in sorted(_stage_root().iterdir()):
+        try:
+            if time.time() - work.lstat().st_mtime < _STALE_AFTER_S:
+                continue
+            with (work / _HELD).open("a") as handle:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                release_case(work)
+        except BlockingIOError:
+            continue  # a live run's case
+        except OSError:
+            continue  # not a folder, or removed meanwhile
+        removed.append(work)
+    return removed
 
 
 def stage_case(input_image: Path, work: Path, limits: OutputLimits) -> tuple[Path, Path]:
@@ -118,7 +257,8 @@ def stage_case(input_image: Path, work: Path, limits: OutputLimits) -> tuple[Pat
     DiskFullError
         When the input cannot be copied for lack of space.
     """
-    release_case(work)  # leftovers of a killed run
+    for leftover in ("inputs", "outputs"):  # of a killed run of this case
+        _remove(work / leftover)
     inputs, outputs = work / "inputs", work / "outputs"
     inputs.mkdir(parents=True)
     outputs.mkdir()

@@ -18,6 +18,7 @@ docker backend for official runs.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -30,7 +31,9 @@ from typing import Any
 
 from flare_eval.errors import RunnerError
 from flare_eval.runner.execution import Execution
+from flare_eval.runner.intake import SpaceGuard
 from flare_eval.runner.sampler import ResourceSampler
+from flare_eval.runner.streams import Tail, read_into
 from flare_eval.runner.slots import Slot, cpuset_text
 
 __all__ = ["LocalBackend"]
@@ -46,23 +49,19 @@ _ENV_ALLOWED = ("LANG", "LANGUAGE", "LC_ALL", "LC_CTYPE", "TZ", "OMP_NUM_THREADS
 NOBODY = 65534
 
 
-#: Most bytes of each stream read back (the tail): gigabytes of output cost no runner memory.
+#: Most bytes of each stream kept (the tail): gigabytes of output cost no runner memory or disk.
 LOG_TAIL_BYTES = 4 << 20
 
 
-def _tail(stream: Any) -> bytes:
-    size = stream.seek(0, os.SEEK_END)
-    stream.seek(max(0, size - LOG_TAIL_BYTES))
-    data = stream.read()
-    return data if size <= LOG_TAIL_BYTES else (
-        f"[flare-eval: first {size - len(data)} bytes dropped]\n".encode() + data)
-
-
-def _kill_group(proc: subprocess.Popen[bytes]) -> None:
+def _signal_group(proc: subprocess.Popen[bytes]) -> None:
     try:
         os.killpg(proc.pid, signal.SIGKILL)
     except ProcessLookupError:
         pass  # the sandbox and everything in it are gone already
+
+
+def _kill_group(proc: subprocess.Popen[bytes]) -> None:
+    _signal_group(proc)
     proc.wait()
 
 
@@ -203,32 +202,39 @@ class LocalBackend:
 
     def run_case(
         self, inputs_dir: Path, outputs_dir: Path, *, timeout_s: float | None,
-        sampler: ResourceSampler, name: str,
+        sampler: ResourceSampler, name: str, guard: SpaceGuard | None = None,
     ) -> Execution:
         """Run ``sh predict.sh`` in the sandbox; on timeout kill its whole process group."""
         command = [*self._sandbox_args(inputs_dir, outputs_dir), "sh", "predict.sh"]
         timed_out = False
-        with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
-            sampler.start()
-            t0 = time.monotonic()
+        tails = (Tail(LOG_TAIL_BYTES), Tail(LOG_TAIL_BYTES))
+        sampler.start()
+        t0 = time.monotonic()
+        try:
+            # A new session makes the sandbox and all it starts one process group to kill.
+            proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                    stdin=subprocess.DEVNULL, start_new_session=True)
+            assert proc.stdout is not None and proc.stderr is not None
+            readers = [read_into(proc.stdout, tails[0]), read_into(proc.stderr, tails[1])]
+            sampler.watch_pid(proc.pid)
+            watching = (guard.watching(lambda: _signal_group(proc)) if guard is not None
+                        else contextlib.nullcontext())
             try:
-                # A new session makes the sandbox and all it starts one process group to kill.
-                proc = subprocess.Popen(command, stdout=out, stderr=err, stdin=subprocess.DEVNULL,
-                                        start_new_session=True)
-                sampler.watch_pid(proc.pid)
-                try:
+                with watching:
                     proc.wait(timeout_s)
-                except subprocess.TimeoutExpired:
-                    timed_out = True
-                    _kill_group(proc)
-                except BaseException:  # interrupted: leave nothing running behind
-                    _kill_group(proc)
-                    raise
-            finally:
-                time_s = time.monotonic() - t0
-                samples = sampler.stop()
-            _kill_group(proc)  # whatever the script left in the background
-            stdout, stderr = _tail(out), _tail(err)
+            except subprocess.TimeoutExpired:
+                timed_out = True
+                _kill_group(proc)
+            except BaseException:  # interrupted: leave nothing running behind
+                _kill_group(proc)
+                raise
+        finally:
+            time_s = time.monotonic() - t0
+            samples = sampler.stop()
+        _kill_group(proc)  # whatever the script left in the background
+        for reader in readers:  # the sandbox's PID namespace is gone: the pipes are closed
+            reader.join()
         code = proc.returncode
         exit_code = None if timed_out else (128 - code if code < 0 else code)
-        return Execution(exit_code, timed_out, False, time_s, stdout, stderr, samples)
+        return Execution(exit_code, timed_out, False, time_s, tails[0].data(), tails[1].data(),
+                         samples, dropped=(tails[0].dropped, tails[1].dropped))

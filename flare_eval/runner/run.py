@@ -60,9 +60,12 @@ from flare_eval.runner.efficiency import (
 from flare_eval.runner.execution import Backend, Execution
 from flare_eval.runner.intake import (
     OutputLimits,
+    SpaceGuard,
     case_folder,
     disk_full,
+    holding,
     release_case,
+    remove_stale_cases,
     stage_case,
     take_output,
 )
@@ -142,7 +145,8 @@ def check_prediction(prediction: Path, input_image: Path) -> str | None:
 
 
 def _classify(execution: Execution, outputs_dir: Path, case: str, input_image: Path,
-              incoming_dir: Path, limits: OutputLimits) -> tuple[str, str, Path | None]:
+              incoming_dir: Path, limits: OutputLimits,
+              guard: SpaceGuard) -> tuple[str, str, Path | None]:
     """(status, message, valid prediction or None) of a finished execution.
 
     The output is first copied out of ``outputs_dir`` into ``incoming`` (see
@@ -150,6 +154,8 @@ def _classify(execution: Execution, outputs_dir: Path, case: str, input_image: P
     """
     if execution.error is not None:
         return "error", execution.error, None
+    if guard.reason is not None:  # killed by the guard: whatever it left is not read
+        return "bad_output", guard.reason, None
     if execution.timed_out:
         return "timeout", "killed after the timeout; outputs discarded", None
     accepted = tuple(f"{case}{extension}" for extension in LABEL_EXTENSIONS)
@@ -180,11 +186,13 @@ def _checked(copy: Path, input_image: Path, name: str) -> str | None:
     return problem
 
 
-def _capped(data: bytes, cap_bytes: int) -> bytes:
-    if len(data) <= cap_bytes:
+def _capped(data: bytes, cap_bytes: int, dropped: int) -> bytes:
+    """The last ``cap_bytes`` of a stream whose first ``dropped`` bytes the backend dropped."""
+    if len(data) <= cap_bytes and not dropped:
         return data
     # Errors come last, so the tail is what is worth keeping.
-    return f"[flare-eval: first {len(data) - cap_bytes} bytes dropped]\n".encode() + data[-cap_bytes:]
+    dropped += max(0, len(data) - cap_bytes)
+    return f"[flare-eval: first {dropped} bytes dropped]\n".encode() + data[-cap_bytes:]
 
 
 def _gpu_columns(execution: Execution, tolerance_mib: float, period_s: float) -> dict[str, Any]:
@@ -410,6 +418,7 @@ class TeamRun:
             work = case_folder(self.team_dir, case)
             if work.exists():
                 release_case(work)
+        remove_stale_cases()  # of killed runs of other results folders, never resumed
 
     def jobs(self, label: Callable[[str], str] = str) -> list[Job]:
         """A :class:`~flare_eval.runner.pool.Job` per case still to run; ``label(case)`` is
@@ -431,8 +440,9 @@ class TeamRun:
         """Run and record one case on ``slot``; returns its status."""
         work = case_folder(self.team_dir, case)
         try:
-            document = _run_one(self._backend(slot), sampler, case, input_image, self.dirs, work,
-                                slot=slot, **self._settings)
+            with holding(work):
+                document = _run_one(self._backend(slot), sampler, case, input_image, self.dirs,
+                                    work, slot=slot, **self._settings)
             with self._lock:
                 self.records[case] = document
                 _write_tables(self.team_dir, self.team, self.records)
@@ -443,8 +453,6 @@ class TeamRun:
             limits = self._settings["limits"]
             raise disk_full(self.team_dir,
                             self._settings["log_cap_bytes"] * 2 + limits.max_bytes) from None
-        finally:
-            release_case(work)
         return str(document["record"]["status"])
 
     def finish(self) -> list[dict[str, Any]]:
@@ -459,18 +467,20 @@ def _run_one(backend: Backend, sampler: ResourceSampler, case: str, input_image:
              tolerance_mib: float, period_s: float, log_cap_bytes: int,
              limits: OutputLimits) -> dict[str, Any]:
     inputs, outputs = stage_case(input_image, work, limits)
+    guard = SpaceGuard(outputs, limits)
     started = dt.datetime.now(dt.timezone.utc)
     execution = backend.run_case(inputs, outputs, timeout_s=timeout_s, sampler=sampler,
-                                 name=case)
+                                 name=case, guard=guard)
     finished = dt.datetime.now(dt.timezone.utc)
     status, message, valid = _classify(execution, outputs, case, input_image,
-                                       dirs[".incoming"], limits)
+                                       dirs[".incoming"], limits, guard)
     for extension in LABEL_EXTENSIONS:  # stale ones of an earlier, retried run (any format)
         (dirs["predictions"] / f"{case}{extension}").unlink(missing_ok=True)
     if valid is not None:
         os.replace(valid, dirs["predictions"] / valid.name)
-    for stream, data in (("stdout", execution.stdout), ("stderr", execution.stderr)):
-        text = _capped(data, log_cap_bytes).decode("utf-8", errors="replace")
+    for stream, data, dropped in (("stdout", execution.stdout, execution.dropped[0]),
+                                  ("stderr", execution.stderr, execution.dropped[1])):
+        text = _capped(data, log_cap_bytes, dropped).decode("utf-8", errors="replace")
         atomic_write_text(dirs["logs"] / f"{case}.{stream}.txt", text)
     samples = execution.samples
     name = f"{case}{INPUT_SUFFIX}"

@@ -111,7 +111,7 @@ def test_a_container_left_by_a_killed_run_is_removed_on_resume(docker_client, bu
 
 def test_a_container_past_its_deadline_is_removed_by_any_later_run(docker_client, busybox_image,
                                                                    tmp_path, make_inputs):
-    from flare_eval.runner.docker_backend import DEADLINE_LABEL, remove_expired
+    from flare_eval.runner.docker_backend import DEADLINE_LABEL
 
     # what a runner SIGKILLed mid-case leaves: its container, running, with a deadline passed
     # (one second ago) and another one still ahead (in an hour), e.g. another run's case
@@ -127,9 +127,8 @@ def test_a_container_past_its_deadline_is_removed_by_any_later_run(docker_client
             make_inputs(["ok1"]), tmp_path / "out", team="other", timeout_s=10, progress=False)
         assert records[0]["status"] == "ok"
         assert [c.id for c in _leftovers(docker_client, busybox_image)] == [ahead.id]
-        # 'flare-eval run --cleanup' calls the same function: an hour later 'ahead' goes too
-        assert remove_expired(docker_client, now=time.time() + 7200) == [ahead.name]
-        assert _leftovers(docker_client, busybox_image) == []
+        # (test_limits.py: 'flare-eval run --cleanup' once a deadline has passed; not called
+        # here with a clock moved on, which would remove other runs' containers on the engine)
     finally:
         for container in (past, ahead):
             with contextlib.suppress(Exception):

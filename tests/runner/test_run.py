@@ -29,7 +29,7 @@ class ScriptedBackend:
     def describe(self):
         return {"backend": "scripted"}
 
-    def run_case(self, inputs_dir, outputs_dir, *, timeout_s, sampler, name):
+    def run_case(self, inputs_dir, outputs_dir, *, timeout_s, sampler, name, guard=None):
         self.ran.append(name)
         (image,) = list(inputs_dir.iterdir())
         sampler.start()
@@ -168,7 +168,7 @@ def test_bad_arguments(tmp_path, make_inputs, submission):
 class LoudBackend(ScriptedBackend):
     """The scripted run, printing 300 kB to stdout per case (kept whole in its log)."""
 
-    def run_case(self, inputs_dir, outputs_dir, *, timeout_s, sampler, name):
+    def run_case(self, inputs_dir, outputs_dir, *, timeout_s, sampler, name, guard=None):
         done = super().run_case(inputs_dir, outputs_dir, timeout_s=timeout_s, sampler=sampler,
                                 name=name)
         return dataclasses.replace(done, stdout=b"x" * 300_000)
@@ -218,7 +218,7 @@ class FixedSamplesBackend:
     def describe(self):
         return {"backend": "fixed"}
 
-    def run_case(self, inputs_dir, outputs_dir, *, timeout_s, sampler, name):
+    def run_case(self, inputs_dir, outputs_dir, *, timeout_s, sampler, name, guard=None):
         (image,) = list(inputs_dir.iterdir())
         shutil.copy(image, outputs_dir / f"{name}.nii.gz")
         return Execution(0, False, False, self.time_s, b"", b"", self.samples)
@@ -258,7 +258,7 @@ class FormatsBackend(ScriptedBackend):
     """Outputs in another format (SimpleITK's .mha of the input), in two formats at once, and
     a .mha whose header points its voxels at another file."""
 
-    def run_case(self, inputs_dir, outputs_dir, *, timeout_s, sampler, name):
+    def run_case(self, inputs_dir, outputs_dir, *, timeout_s, sampler, name, guard=None):
         sitk = require_module("SimpleITK")
         (image,) = list(inputs_dir.iterdir())
         sampler.start()
