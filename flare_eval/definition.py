@@ -61,9 +61,9 @@ from flare_eval.errors import ConfigError
 if TYPE_CHECKING:
     from flare_eval.presets import Preset
 
-__all__ = ["BUILTIN_DIR", "CONNECTIVITIES", "MATCH_MODES", "RANKING_METRIC_NAMES",
-           "builtin_names", "connectivity_problem", "iou_threshold_problem", "load_definition", "preset_from_mapping",
-           "to_toml"]
+__all__ = ["AGGREGATES", "BUILTIN_DIR", "CONNECTIVITIES", "MATCH_MODES", "RANKING_METRIC_NAMES",
+           "SCHEMES", "TIE_METHODS", "aggregate_problem", "builtin_names", "connectivity_problem",
+           "iou_threshold_problem", "load_definition", "preset_from_mapping", "to_toml"]
 
 #: The shipped definitions, one ``<name>.toml`` each.
 BUILTIN_DIR = "challenges"
@@ -74,7 +74,11 @@ RANKING_METRIC_NAMES = ("organ_dsc", "organ_nsd", "lesion_dsc", "lesion_nsd", "r
 CONNECTIVITIES: tuple[int, ...] = (6, 18, 26)
 MATCH_MODES: tuple[str, ...] = ("iou", "overlap")
 _GROUPS = ("large", "small", "tubular", "lesion")
-_TIES = ("min", "average", "max", "dense", "first")
+#: Ranking schemes, tie methods and per-criterion aggregates (:mod:`flare_eval.ranking.schemes`).
+SCHEMES: tuple[str, ...] = ("flare", "rank-then-aggregate", "aggregate-then-rank", "test-then-rank")
+#: R's ``rank(ties.method=...)`` names; ``first`` is scipy's ``ordinal``.
+TIE_METHODS: tuple[str, ...] = ("min", "average", "max", "dense", "first")
+AGGREGATES: tuple[str, ...] = ("mean", "median")
 
 
 def _number(low: float, high: float = math.inf, *, low_open: bool = False) -> Callable[[Any], str | None]:
@@ -132,6 +136,29 @@ def connectivity_problem(value: Any) -> str | None:
     return None
 
 
+def aggregate_problem(scheme: str, aggregate: str) -> str | None:
+    """What is wrong with a criterion's aggregate under a ranking scheme, or None.
+
+    The aggregate is what a per-metric scheme takes of a criterion's cases: of its case ranks
+    (``rank-then-aggregate``) or of its values (``aggregate-then-rank``).  ``flare`` pools
+    every case x metric rank into one mean and ``test-then-rank`` counts significant wins,
+    so there only ``"mean"`` is accepted (a median would be silently ignored).
+
+    Examples
+    --------
+    >>> aggregate_problem("aggregate-then-rank", "median") is None
+    True
+    >>> aggregate_problem("flare", "median")
+    "aggregate 'median' needs scheme rank-then-aggregate or aggregate-then-rank, not 'flare'"
+    """
+    if aggregate not in AGGREGATES:
+        return f"aggregate must be one of {list(AGGREGATES)}, got {aggregate!r}"
+    if aggregate != "mean" and scheme not in ("rank-then-aggregate", "aggregate-then-rank"):
+        return (f"aggregate {aggregate!r} needs scheme rank-then-aggregate or "
+                f"aggregate-then-rank, not {scheme!r}")
+    return None
+
+
 def _labels(value: Any) -> str | None:
     if not isinstance(value, list) or not all(isinstance(v, int) and not isinstance(v, bool) for v in value):
         return f"must be a list of labels, got {value!r}"
@@ -154,7 +181,8 @@ _ITEMS: dict[str, Callable[[Any], str | None]] = {
     "gpu_tolerance_mib": _number(0.0),
     "failed_runtime_s": _number(0.0),
     "failed_gpu_auc_mibs": _number(0.0),
-    "tie_method": _choice(*_TIES),
+    "tie_method": _choice(*TIE_METHODS),
+    "ranking_scheme": _choice(*SCHEMES),
 }
 _OPTIONAL = {"lesion_label"}
 _CLASS_ITEMS: dict[str, Callable[[Any], str | None]] = {
@@ -172,7 +200,10 @@ _LESION_ITEMS: dict[str, Callable[[Any], str | None]] = {
 _METRIC_ITEMS: dict[str, Callable[[Any], str | None]] = {
     "name": _choice(*RANKING_METRIC_NAMES),
     "higher_is_better": lambda v: None if isinstance(v, bool) else f"must be true or false, got {v!r}",
+    "weight": _number(0.0, low_open=True),
+    "aggregate": _choice(*AGGREGATES),
     "floor": _number(-math.inf),
+    "cap": _number(-math.inf),
 }
 
 
@@ -248,7 +279,7 @@ def preset_from_mapping(data: dict[str, Any], *, where: str) -> Preset:
             if (problem := check(data[key])) is not None:
                 problems.append(f"{key} {problem}")
     classes = _tables(data, "classes", _CLASS_ITEMS, {"description"}, problems)
-    metrics = _tables(data, "ranking_metrics", _METRIC_ITEMS, {"floor"}, problems)
+    metrics = _tables(data, "ranking_metrics", _METRIC_ITEMS, {"floor", "cap"}, problems)
     lesion_rules = _lesion_rules(data, problems)
     # repeats are judged on every table, also those with another mistake
     every = [t for t in data.get("classes", []) if isinstance(t, dict)] \
@@ -275,6 +306,20 @@ def preset_from_mapping(data: dict[str, Any], *, where: str) -> Preset:
             problems.append(f"ranking metric {metric['name']!r} needs a lesion_label")
         if metric["name"] == "runtime" and metric.get("floor") not in (None, data.get("runtime_tolerance_s")):
             problems.append("ranking metric 'runtime': its floor is runtime_tolerance_s; set that instead")
+        floor = metric.get("floor")
+        if metric["name"] == "runtime" and _ITEMS["runtime_tolerance_s"](
+                data.get("runtime_tolerance_s")) is None and data["runtime_tolerance_s"] > 0:
+            floor = data["runtime_tolerance_s"]
+        cap = metric.get("cap")
+        # the cap is the worst value counted, the floor the best: the cap lies on the worse side
+        if floor is not None and cap is not None and (
+                cap >= floor if metric["higher_is_better"] else cap <= floor):
+            side = "below" if metric["higher_is_better"] else "above"
+            problems.append(f"ranking metric {metric['name']!r}: cap {cap} must lie {side} its "
+                            f"floor {floor} (the cap is the worst value counted)")
+        if data.get("ranking_scheme") in SCHEMES and (
+                problem := aggregate_problem(data["ranking_scheme"], metric["aggregate"])):
+            problems.append(f"ranking metric {metric['name']!r}: {problem}")
     # here, not at the top: flare_eval.presets builds its shipped presets with this module
     from flare_eval.presets import ClassInfo, LesionRules, Preset, RankingMetric
 
@@ -289,9 +334,10 @@ def preset_from_mapping(data: dict[str, Any], *, where: str) -> Preset:
             lesion_rules["match"]),
         classes=tuple(ClassInfo(c["label"], c["name"], c.get("description", ""),
                                 float(c["tolerance_mm"]), c["group"]) for c in classes),
-        ranking_metrics=tuple(RankingMetric(m["name"], m["higher_is_better"],
-                                            None if m.get("floor") is None else float(m["floor"]))
-                              for m in metrics),
+        ranking_metrics=tuple(RankingMetric(
+            m["name"], m["higher_is_better"], float(m["weight"]), m["aggregate"],
+            None if m.get("floor") is None else float(m["floor"]),
+            None if m.get("cap") is None else float(m["cap"])) for m in metrics),
     )
     recorded = data.get("content_sha256")
     if recorded is not None and recorded != preset.content_sha256:

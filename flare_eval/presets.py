@@ -89,13 +89,34 @@ class LesionRules:
 
 @dataclass(frozen=True)
 class RankingMetric:
-    """A per-case criterion of the ranking and the direction in which it is better."""
+    """A per-case criterion of the ranking (:mod:`flare_eval.ranking.schemes`).
+
+    Attributes
+    ----------
+    name
+        The criterion (``organ_dsc``, ``runtime``...; :data:`flare_eval.definition.RANKING_METRIC_NAMES`).
+    higher_is_better
+        Its direction.
+    weight
+        Its weight (> 0) in the team's score: each of its ranks counts ``weight`` times in the
+        ``flare`` mean of ranks, its per-metric rank ``weight`` times in the other schemes.
+    aggregate
+        ``"mean"`` or ``"median"`` of its cases: of the case ranks (``rank-then-aggregate``) or
+        of the values (``aggregate-then-rank``); ``"mean"`` under the other schemes.
+    floor
+        The best value counted: better values count as this (they tie).  The ``runtime``
+        criterion of a :class:`Preset` always gets the preset's ``runtime_tolerance_s`` here
+        (one place).
+    cap
+        The worst value counted: worse values count as this (they tie).
+    """
 
     name: str
     higher_is_better: bool
-    #: Values better than this count as this value (ties).  The ``runtime`` criterion of a
-    #: :class:`Preset` always gets the preset's ``runtime_tolerance_s`` here (one place).
+    weight: float
+    aggregate: Literal["mean", "median"]
     floor: float | None = None
+    cap: float | None = None
 
 
 
@@ -141,9 +162,13 @@ class Preset:
         Penalties of a case whose container failed (timeout, crash, no output): the runtime and
         GPU AUC it is ranked with.  FLARE22 used 3600 s and a full 16 GB GPU for 3600 s.
     ranking_metrics
-        The per-case criteria of rank-then-aggregate, with their directions.
+        The per-case criteria, their directions, weights, aggregates, floors and caps.
     tie_method
         How ties share ranks (``"min"``, as challengeR).
+    ranking_scheme
+        How the criteria make a ranking: ``"flare"`` (the mean of every case x metric rank,
+        FLARE 2023) or one of challengeR's per-metric schemes (``rank-then-aggregate``,
+        ``aggregate-then-rank``, ``test-then-rank``).
     """
 
     name: str
@@ -165,6 +190,7 @@ class Preset:
     # the runtime criterion's floor is set from runtime_tolerance_s in __post_init__
     ranking_metrics: tuple[RankingMetric, ...]
     tie_method: Literal["min", "average", "max", "dense", "first"]
+    ranking_scheme: Literal["flare", "rank-then-aggregate", "aggregate-then-rank", "test-then-rank"]
 
     def __post_init__(self) -> None:
         # The runtime floor is runtime_tolerance_s, defined once: overriding the tolerance

@@ -27,6 +27,7 @@ gpu_tolerance_mib = 0.0
 failed_runtime_s = 600.0
 failed_gpu_auc_mibs = 1000.0
 tie_method = "min"
+ranking_scheme = "flare"
 
 [[classes]]
 label = 1
@@ -49,10 +50,14 @@ group = "lesion"
 [[ranking_metrics]]
 name = "organ_dsc"
 higher_is_better = true
+weight = 1.0
+aggregate = "mean"
 
 [[ranking_metrics]]
 name = "lesion_dsc"
 higher_is_better = true
+weight = 1.0
+aggregate = "mean"
 
 [lesions]
 connectivity = 26
@@ -72,6 +77,13 @@ def test_flare23_is_the_protocol():
     assert (FLARE23.both_empty_value, FLARE23.one_empty_value, FLARE23.decimals) == (1.0, 0.0, 4)
     assert (FLARE23.runtime_tolerance_s, FLARE23.gpu_tolerance_mib) == (15.0, 4096.0)
     assert FLARE23.failed_gpu_auc_mibs == 16384 * 3600
+    # six criteria of equal weight, the mean of all case x criterion ranks (section 6)
+    assert [(m.name, m.higher_is_better, m.weight, m.aggregate) for m in FLARE23.ranking_metrics] == [
+        ("organ_dsc", True, 1.0, "mean"), ("organ_nsd", True, 1.0, "mean"),
+        ("lesion_dsc", True, 1.0, "mean"), ("lesion_nsd", True, 1.0, "mean"),
+        ("runtime", False, 1.0, "mean"), ("gpu_auc", False, 1.0, "mean")]
+    assert FLARE23.ranking_scheme == "flare" and FLARE23.tie_method == "min"
+    assert [m.cap for m in FLARE23.ranking_metrics] == [None] * 6
     # the paper's lesion analysis: connected components (26, as panoptica), IoU > 0.5 (PQ)
     assert FLARE23.lesions == LesionRules(connectivity=26, iou_threshold=0.5, match="iou")
     # the March-2024 rule: only the threshold (and the name) differ
@@ -167,6 +179,54 @@ def test_lesion_rules_need_a_lesion_label_and_merge_with_a_base(tmp_path):
     # a base's table is merged key by key: only the threshold changes
     (tmp_path / "b.toml").write_text('base = "flare23"\nname = "b"\n[lesions]\niou_threshold = 0.3\n')
     assert load_definition(tmp_path / "b.toml").lesions == LesionRules(26, 0.3, "iou")
+
+
+ORGAN = 'name = "organ_dsc"\nhigher_is_better = true\nweight = 1.0\naggregate = "mean"\n'
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "problem"),
+    [
+        ("weight = 1.0\naggregate", "weight = 0.0\naggregate",
+         "ranking_metrics #1: weight must be positive, got 0.0"),
+        ("weight = 1.0\naggregate", "aggregate",
+         "ranking_metrics #1: missing key 'weight'"),
+        ('aggregate = "mean"', 'aggregate = "mode"',
+         "ranking_metrics #1: aggregate must be one of ['mean', 'median'], got 'mode'"),
+        ('aggregate = "mean"', 'aggregate = "median"',
+         "ranking metric 'organ_dsc': aggregate 'median' needs scheme rank-then-aggregate or "
+         "aggregate-then-rank, not 'flare'"),
+        ('aggregate = "mean"\n', 'aggregate = "mean"\nfloor = 0.9\ncap = 0.95\n',
+         "ranking metric 'organ_dsc': cap 0.95 must lie below its floor 0.9 (the cap is the "
+         "worst value counted)"),
+        ('aggregate = "mean"\n', 'aggregate = "mean"\ncap = true\n',
+         "ranking_metrics #1: cap must be a number, got True"),
+    ],
+)
+def test_ranking_criterion_mistakes(old, new, problem, tmp_path):
+    (tmp_path / "r.toml").write_text(TOY.replace(ORGAN, ORGAN.replace(old, new)))
+    with pytest.raises(ConfigError) as caught:
+        load_definition(tmp_path / "r.toml")
+    assert caught.value.message.splitlines()[1:] == [f"  - {problem}"]
+
+
+def test_ranking_scheme_and_runtime_cap_mistakes(tmp_path):
+    (tmp_path / "s.toml").write_text(TOY.replace('ranking_scheme = "flare"', 'ranking_scheme = "borda"'))
+    with pytest.raises(ConfigError) as caught:
+        load_definition(tmp_path / "s.toml")
+    assert caught.value.message.splitlines()[1:] == [
+        "  - ranking_scheme must be one of ['flare', 'rank-then-aggregate', 'aggregate-then-rank', "
+        "'test-then-rank'], got 'borda'"]
+    # the runtime floor is runtime_tolerance_s: a cap under it is refused
+    runtime = ('\n[[ranking_metrics]]\nname = "runtime"\nhigher_is_better = false\nweight = 1.0\n'
+               'aggregate = "mean"\ncap = 10.0\n')
+    (tmp_path / "t.toml").write_text(TOY.replace("runtime_tolerance_s = 0.0", "runtime_tolerance_s = 15.0")
+                                     .replace("\n[lesions]", runtime + "\n[lesions]"))
+    with pytest.raises(ConfigError) as caught:
+        load_definition(tmp_path / "t.toml")
+    assert caught.value.message.splitlines()[1:] == [
+        "  - ranking metric 'runtime': cap 10.0 must lie above its floor 15.0 (the cap is the "
+        "worst value counted)"]
 
 
 @pytest.mark.parametrize("name", sorted(PRESETS))

@@ -46,8 +46,9 @@ def register(subparsers: Any) -> None:
     """Add the ``rank`` verb."""
     from flare_eval.cli.main import HelpFormatter
     from flare_eval.cli.parser import add_preset_option
+    # the definition's lists: cheap to import, so --help loads neither numpy nor scipy
+    from flare_eval.definition import AGGREGATES, SCHEMES, TIE_METHODS
 
-    # the option lists are spelled out to keep --help free of numpy/scipy imports
     parser = subparsers.add_parser(
         "rank",
         help="rank teams, bootstrap stability and pairwise significance",
@@ -58,14 +59,15 @@ def register(subparsers: Any) -> None:
                         help="results folder RESULTS/<team>/ or a tidy .csv/.parquet table")
     parser.add_argument("--out", required=True, metavar="DIR", help="output folder")
     add_preset_option(parser, "metrics, directions, floors and failure penalties")
-    parser.add_argument("--scheme", default="flare",
-                        choices=["flare", "rank-then-aggregate", "aggregate-then-rank",
-                                 "test-then-rank"],
+    parser.add_argument("--scheme", default=None, choices=SCHEMES,
                         help="flare: pooled rank-then-aggregate over cases and metrics; the "
-                             "others are challengeR's per-metric schemes, combined by mean rank")
-    parser.add_argument("--aggregate", default="mean", choices=["mean", "median"],
-                        help="aggregate of aggregate-then-rank")
-    parser.add_argument("--ties", default=None, choices=["min", "average", "max", "dense", "first"],
+                             "others are challengeR's per-metric schemes, combined by mean rank "
+                             "(default: the preset's ranking_scheme, flare)")
+    parser.add_argument("--aggregate", default=None, choices=AGGREGATES,
+                        help="every criterion's aggregate of its cases, for rank-then-aggregate "
+                             "and aggregate-then-rank (default: each criterion's in the preset, "
+                             "mean)")
+    parser.add_argument("--ties", default=None, choices=TIE_METHODS,
                         help="how tied values share ranks (default: the preset's, min)")
     parser.add_argument("--bootstrap", type=int, default=1000, metavar="N",
                         help="bootstrap samples of the cases (0: none)")
@@ -140,5 +142,5 @@ def run_rank(args: argparse.Namespace) -> int:
     )
     for message in outputs.warnings:
         print(f"flare-eval rank: warning: {message}", file=sys.stderr)
-    _print_leaderboard(outputs.leaderboard, outputs.bootstrap, args.scheme)
+    _print_leaderboard(outputs.leaderboard, outputs.bootstrap, args.scheme or preset.ranking_scheme)
     return EXIT_OK

@@ -22,7 +22,6 @@ from numpy.typing import NDArray
 from flare_eval.errors import ConfigError
 from flare_eval.presets import FLARE23, RankingMetric
 from flare_eval.ranking.schemes import (
-    Aggregate,
     NaTreat,
     Scheme,
     Ties,
@@ -195,7 +194,6 @@ def bootstrap_ranking(
     seed: int | None = 0,
     scheme: Scheme = "flare",
     ties: Ties = "min",
-    aggregate: Aggregate = "mean",
     challenger_compat: bool = False,
     na_treat: NaTreat = "worst",
 ) -> Bootstrap:
@@ -206,12 +204,12 @@ def bootstrap_ranking(
     table
         Tidy table ``team, case, metric, value`` (or its :class:`RankingData` cube).
     metrics
-        Criteria, directions and floors.
+        Criteria: directions, weights, aggregates, floors and caps.
     n_bootstrap
         Number of samples (FLARE 2023: 1000).
     seed
         Seed of the draws; the same seed gives the same samples.
-    scheme, ties, aggregate
+    scheme, ties
         As for :func:`~flare_eval.ranking.schemes.rank_teams`; ``test-then-rank`` is refused.
     challenger_compat
         Rank a case drawn m times as one block of m copies (challengeR), see the module
@@ -237,18 +235,17 @@ def bootstrap_ranking(
     >>> bootstrap_ranking(t, metrics=FLARE23.ranking_metrics[:1], n_bootstrap=5, seed=1).tau.tolist()
     [1.0, 1.0, 1.0, 1.0, 1.0]
     """
-    check_options(scheme, ties, aggregate, 0.05)
     if scheme == "test-then-rank":
         raise ConfigError("bootstrap of test-then-rank is not supported (a Wilcoxon test per "
                           "pair and draw); bootstrap flare or rank-then-aggregate instead")
     data = table if isinstance(table, RankingData) else ranking_data(table, metrics)
+    check_options(scheme, ties, 0.05, data.metrics)
     ranks = case_ranks(data, ties=ties)
     full_score, full_metric = team_scores(data, np.ones((1, len(data.cases))), scheme=scheme,
-                                          ties=ties, aggregate=aggregate, ranks=ranks,
-                                          na_treat=na_treat)
+                                          ties=ties, ranks=ranks, na_treat=na_treat)
     full_rank = rank_with_missing(full_score[0], ties=ties)
     weights = draw_counts(len(data.cases), n_bootstrap, seed=seed)
-    score, per_metric = team_scores(data, weights, scheme=scheme, ties=ties, aggregate=aggregate,
+    score, per_metric = team_scores(data, weights, scheme=scheme, ties=ties,
                                     ranks=ranks, challenger_compat=challenger_compat,
                                     na_treat=na_treat)
     sample_ranks = rank_with_missing(score, ties=ties)

@@ -5,6 +5,7 @@ The one function behind ``flare-eval rank``, the demo and the organizer pipeline
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import platform
 import warnings
@@ -71,9 +72,9 @@ def rank_results(
     out_dir: StrPath,
     *,
     preset: Preset = FLARE23,
-    scheme: str = "flare",
+    scheme: str | None = None,
     ties: str | None = None,
-    aggregate: str = "mean",
+    aggregate: str | None = None,
     alpha: float = 0.05,
     n_bootstrap: int = 1000,
     seed: int = 0,
@@ -96,9 +97,14 @@ def rank_results(
     out_dir
         Output folder.
     preset
-        Metrics, directions, floors and failure penalties.
-    scheme, ties, aggregate, alpha
-        See :func:`~flare_eval.ranking.rank_teams`; ``ties=None`` takes the preset's.
+        The criteria (directions, weights, aggregates, floors, caps), the scheme, the tie
+        method and the failure penalties.
+    scheme, ties, alpha
+        See :func:`~flare_eval.ranking.rank_teams`; ``None`` takes the preset's
+        ``ranking_scheme`` and ``tie_method``.
+    aggregate
+        Replaces every criterion's aggregate (``"mean"`` or ``"median"``); ``None`` keeps
+        the preset's.
     n_bootstrap, seed, challenger_compat
         See :func:`~flare_eval.ranking.bootstrap_ranking`; 0 samples skips the bootstrap.
     p_adjust
@@ -120,6 +126,10 @@ def rank_results(
         For inconsistent options (a bootstrap of test-then-rank, challengeR mode without one).
     """
     ties = ties or preset.tie_method
+    scheme = scheme or preset.ranking_scheme
+    if aggregate is not None:
+        preset = preset.with_overrides(ranking_metrics=tuple(
+            dataclasses.replace(m, aggregate=aggregate) for m in preset.ranking_metrics))
     if n_bootstrap < 0:
         raise ConfigError(f"--bootstrap must be 0 or more, got {n_bootstrap}")
     if n_bootstrap and scheme == "test-then-rank":
@@ -135,12 +145,12 @@ def rank_results(
         data = ranking_data(table, preset.ranking_metrics)
     messages = [str(w.message) for w in caught]
     dropped = [m.name for m in preset.ranking_metrics if m not in data.metrics]
-    ranking = rank_teams(data, scheme=scheme, ties=ties, aggregate=aggregate, alpha=alpha,
-                         p_adjust=p_adjust, na_treat=na_treat)
+    ranking = rank_teams(data, scheme=scheme, ties=ties, alpha=alpha, p_adjust=p_adjust,
+                         na_treat=na_treat)
     boot = None
     if n_bootstrap:
         boot = bootstrap_ranking(data, n_bootstrap=n_bootstrap, seed=seed, scheme=scheme,
-                                 ties=ties, aggregate=aggregate, challenger_compat=challenger_compat,
+                                 ties=ties, challenger_compat=challenger_compat,
                                  na_treat=na_treat)
     significance = pairwise_significance(table, metrics=data.metrics, alpha=alpha,
                                          p_adjust=p_adjust)
@@ -162,7 +172,6 @@ def rank_results(
 
     record = {
         "scheme": scheme,
-        "aggregate": aggregate,
         "na_treat": na_treat,
         "ties": ties,
         "preset": preset.name,
@@ -174,8 +183,7 @@ def rank_results(
         # the whole definition (with its content_sha256): a preset from a user's file is read
         # back from here by the report
         "definition": preset.describe(),
-        "metrics": [{"name": m.name, "higher_is_better": m.higher_is_better, "floor": m.floor}
-                    for m in data.metrics],
+        "metrics": [dataclasses.asdict(m) for m in data.metrics],
         "dropped_metrics": dropped,
         "seed": seed,
         "n_bootstrap": n_bootstrap,

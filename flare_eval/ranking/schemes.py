@@ -6,7 +6,8 @@ Every scheme starts from the per-case ranks: for each metric and case, all teams
 ``flare`` (default, FLARE 2023 paper)
     A team's score is the mean of all its case x metric ranks; teams are ranked by it.
 ``rank-then-aggregate`` (challengeR, per metric)
-    Per metric, the mean of the team's case ranks, ranked; the metrics are then combined.
+    Per metric, the mean (or median) of the team's case ranks, ranked; the metrics are then
+    combined.
 ``aggregate-then-rank`` (challengeR, per metric)
     Per metric, the mean or median of the team's values, ranked; then combined.
 ``test-then-rank`` (challengeR, per metric)
@@ -15,6 +16,10 @@ Every scheme starts from the per-case ranks: for each metric and case, all teams
 
 challengeR ranks each metric as a separate task and cannot pool them; here the per-metric
 ranks are combined by their mean (a Borda count), which is ``mean_rank`` of these schemes.
+
+Each criterion (:class:`~flare_eval.presets.RankingMetric`, from the challenge definition)
+brings its weight (its ranks count that many times in the mean), its aggregate (mean or
+median, for the per-metric schemes) and its floor and cap (values beyond count as them).
 
 Every scheme is written once as a function of case weights (how often each case is drawn), so
 that the full ranking (all weights 1) and each bootstrap draw
@@ -29,6 +34,7 @@ from typing import TYPE_CHECKING, Literal
 import numpy as np
 from scipy.stats import rankdata
 
+from flare_eval.definition import AGGREGATES, SCHEMES, TIE_METHODS, aggregate_problem
 from flare_eval.errors import ConfigError
 from flare_eval.presets import FLARE23, RankingMetric
 from flare_eval.ranking.significance import significant_wins
@@ -52,25 +58,24 @@ __all__ = [
 
 Scheme = Literal["flare", "rank-then-aggregate", "aggregate-then-rank", "test-then-rank"]
 Ties = Literal["min", "average", "max", "dense", "first"]
-Aggregate = Literal["mean", "median"]
 #: challengeR's ``na.treat`` of aggregate-then-rank: a number, the worst value, or dropped.
 NaTreat = float | Literal["worst", "drop"]
 
-SCHEMES: tuple[str, ...] = ("flare", "rank-then-aggregate", "aggregate-then-rank", "test-then-rank")
-#: R's ``rank(ties.method=...)`` names; ``first`` is scipy's ``ordinal``.
-TIE_METHODS: tuple[str, ...] = ("min", "average", "max", "dense", "first")
-AGGREGATES: tuple[str, ...] = ("mean", "median")
 _SCIPY_TIES = {"min": "min", "average": "average", "max": "max", "dense": "dense", "first": "ordinal"}
 
 
-def check_options(scheme: str, ties: str, aggregate: str, alpha: float) -> None:
-    """Raise ``ConfigError`` for an unknown scheme, tie method or aggregate, or a bad alpha."""
-    for name, value, allowed in (("scheme", scheme, SCHEMES), ("ties", ties, TIE_METHODS),
-                                 ("aggregate", aggregate, AGGREGATES)):
+def check_options(scheme: str, ties: str, alpha: float,
+                  metrics: tuple[RankingMetric, ...] = ()) -> None:
+    """Raise ``ConfigError`` for an unknown scheme or tie method, a bad alpha, or a criterion
+    whose aggregate the scheme cannot apply (:func:`flare_eval.definition.aggregate_problem`)."""
+    for name, value, allowed in (("scheme", scheme, SCHEMES), ("ties", ties, TIE_METHODS)):
         if value not in allowed:
             raise ConfigError(f"{name} must be one of {list(allowed)}, got {value!r}")
     if not 0.0 < alpha < 1.0:
         raise ConfigError(f"alpha must lie in (0, 1), got {alpha}")
+    for metric in metrics:
+        if (problem := aggregate_problem(scheme, metric.aggregate)) is not None:
+            raise ConfigError(f"ranking metric {metric.name!r}: {problem}")
 
 
 def rank_with_missing(values: FloatArray, *, ties: Ties = "min") -> FloatArray:
@@ -175,7 +180,6 @@ def team_scores(
     *,
     scheme: Scheme = "flare",
     ties: Ties = "min",
-    aggregate: Aggregate = "mean",
     alpha: float = 0.05,
     ranks: FloatArray | None = None,
     challenger_compat: bool = False,
@@ -191,8 +195,9 @@ def team_scores(
     weights
         Shape (n_draws, n_cases): how many times each case counts (all 1 for the full
         ranking, bootstrap draw counts otherwise).
-    scheme, ties, aggregate, alpha
-        See :func:`rank_teams`.
+    scheme, ties, alpha
+        See :func:`rank_teams`; each criterion's weight and aggregate are its own
+        (:class:`~flare_eval.presets.RankingMetric`).
     ranks
         The per-case ranks of ``data`` when already computed (:func:`case_ranks`).
     challenger_compat
@@ -211,12 +216,13 @@ def team_scores(
     Returns
     -------
     score
-        Shape (n_draws, n_teams), lower is better: the sum of all case x metric ranks
-        (``flare``), or the sum of the per-metric ranks (the other schemes).
+        Shape (n_draws, n_teams), lower is better: the sum of all case x metric ranks, each
+        times its metric's weight (``flare``), or the weighted sum of the per-metric ranks
+        (the other schemes).
     per_metric
         Shape (n_metrics, n_draws, n_teams): per metric, the criterion that metric's teams are
         ranked by (lower is better): summed case ranks, the signed aggregate value, or minus
-        the number of significant wins.
+        the number of significant wins (unweighted).
 
     Notes
     -----
@@ -227,7 +233,7 @@ def team_scores(
     its :math:`w` copies, so the sum becomes :math:`W^{\\circ 2} (R_m - 1) + W`; a missing
     value gets one more than the largest present rank, :math:`w(r_{max}-1)+2`.
     """
-    check_options(scheme, ties, aggregate, alpha)
+    check_options(scheme, ties, alpha, data.metrics)
     weights = np.asarray(weights, dtype=np.float64)
     if weights.ndim != 2 or weights.shape[1] != len(data.cases):
         raise ConfigError(f"weights must have shape (n_draws, {len(data.cases)}), got {weights.shape}")
@@ -240,6 +246,11 @@ def team_scores(
             f"scheme={scheme!r}"
         )
     n_metrics = len(data.metrics)
+    metric_weights = np.array([m.weight for m in data.metrics])[:, None, None]
+    medians = [m for m, metric in enumerate(data.metrics) if metric.aggregate == "median"]
+    if challenger_compat and medians:
+        raise ConfigError("challenger_compat sums the ranks of duplicated cases; a criterion "
+                          "with aggregate 'median' has no such form")
     if scheme in ("flare", "rank-then-aggregate"):
         if challenger_compat:
             missing = np.isnan(data.values)
@@ -250,9 +261,11 @@ def team_scores(
             squared = weights**2
             per_metric = np.stack([squared @ slope[m] + weights @ offset[m] for m in range(n_metrics)])
         else:
-            per_metric = np.stack([weights @ ranks[m] for m in range(n_metrics)])
+            # the median of a team's drawn case ranks (rank-then-aggregate only: checked above)
+            per_metric = np.stack([_weighted_median(ranks[m], weights) if m in medians
+                                   else weights @ ranks[m] for m in range(n_metrics)])
         if scheme == "flare":
-            return per_metric.sum(axis=0), per_metric
+            return (metric_weights * per_metric).sum(axis=0), per_metric
     elif scheme == "aggregate-then-rank":
         oriented = _treat_missing(data, na_treat)
         per_metric = np.empty((n_metrics, weights.shape[0], len(data.teams)))
@@ -261,7 +274,7 @@ def team_scores(
             informative = ~np.isnan(oriented[m]).all(axis=1)
             w = weights * informative[None, :]
             present = ~np.isnan(oriented[m])
-            if aggregate == "mean":
+            if data.metrics[m].aggregate == "mean":
                 # with "drop" the mean is over the drawn cases the team has (na.rm)
                 counts = w @ present
                 summed = w @ np.where(present, oriented[m], 0.0)
@@ -279,7 +292,7 @@ def team_scores(
             for m in range(n_metrics)
         ])
     metric_ranks = rank_with_missing(per_metric, ties=ties)
-    return metric_ranks.sum(axis=0), per_metric
+    return (metric_weights * metric_ranks).sum(axis=0), per_metric
 
 
 @dataclass(frozen=True)
@@ -288,8 +301,8 @@ class Ranking:
 
     Attributes
     ----------
-    scheme, ties, aggregate
-        How it was ranked.
+    scheme, ties
+        How it was ranked (each criterion's weight and aggregate are in ``data.metrics``).
     data
         The ranking cube.
     ranks
@@ -300,8 +313,8 @@ class Ranking:
     team_rank
         Final rank of each team, shape (n_teams,), ties by ``ties``.
     mean_rank
-        ``score`` as a mean: over all case x metric ranks (``flare``) or over the per-metric
-        ranks (other schemes).
+        ``score`` as a weighted mean: over all case x metric ranks (``flare``) or over the
+        per-metric ranks (other schemes), each weighing its metric's weight.
     criterion
         Per metric and team, what that metric's own ranking orders by (lower is better),
         shape (n_metrics, n_teams); see :meth:`metric_ranks`.
@@ -309,7 +322,6 @@ class Ranking:
 
     scheme: str
     ties: str
-    aggregate: str
     data: RankingData
     ranks: FloatArray
     score: FloatArray
@@ -391,7 +403,6 @@ def rank_teams(
     metrics: tuple[RankingMetric, ...] = FLARE23.ranking_metrics,
     scheme: Scheme = "flare",
     ties: Ties = "min",
-    aggregate: Aggregate = "mean",
     alpha: float = 0.05,
     p_adjust: Literal["holm", "none"] = "holm",
     na_treat: NaTreat = "worst",
@@ -403,15 +414,14 @@ def rank_teams(
     table
         Tidy table ``team, case, metric, value`` (or its :class:`RankingData` cube).
     metrics
-        The criteria, their directions and floors (the preset's ``ranking_metrics``).
+        The criteria: directions, weights, aggregates, floors and caps (the preset's
+        ``ranking_metrics``).
     scheme
         ``"flare"`` (pooled rank-then-aggregate, the FLARE 2023 rule), ``"rank-then-aggregate"``,
         ``"aggregate-then-rank"`` or ``"test-then-rank"`` (challengeR's, per metric, combined
         by mean rank); see the module docstring.
     ties
         How tied values share ranks, in each case and in the final order (challengeR: min).
-    aggregate
-        ``"mean"`` or ``"median"``, for ``aggregate-then-rank``.
     alpha
         Significance level, for ``test-then-rank`` (``p <= alpha``, challengeR's rule).
     p_adjust
@@ -426,13 +436,14 @@ def rank_teams(
     Raises
     ------
     ConfigError
-        Unknown scheme, tie method or aggregate; a metric of the table that ``metrics``
-        lacks.
+        Unknown scheme or tie method; a criterion's aggregate the scheme cannot apply; a
+        metric of the table that ``metrics`` lacks.
 
     Notes
     -----
     With per-case ranks :math:`r_{mck}` of metric :math:`m`, case :math:`c`, team :math:`k`,
-    the ``flare`` score is :math:`\\bar r_k = \\frac{1}{MC}\\sum_{m,c} r_{mck}`.  A missing
+    and metric weights :math:`w_m`, the ``flare`` score is
+    :math:`\\bar r_k = \\sum_{m,c} w_m r_{mck} / (C \\sum_m w_m)`.  A missing
     value ranks worst in its case; a team missing a whole case ranks worst there for every
     metric.
 
@@ -445,19 +456,18 @@ def rank_teams(
     >>> r.leaderboard()[["rank", "team", "mean_rank"]].values.tolist()
     [[1, 'a', 1.0], [2, 'b', 1.5]]
     """
-    check_options(scheme, ties, aggregate, alpha)
     data = table if isinstance(table, RankingData) else ranking_data(table, metrics)
+    check_options(scheme, ties, alpha, data.metrics)
     ranks = case_ranks(data, ties=ties)
     score, per_metric = team_scores(data, np.ones((1, len(data.cases))), scheme=scheme,
-                                    ties=ties, aggregate=aggregate, alpha=alpha, ranks=ranks,
-                                    p_adjust=p_adjust, na_treat=na_treat)
+                                    ties=ties, alpha=alpha, ranks=ranks, p_adjust=p_adjust,
+                                    na_treat=na_treat)
     score = score[0]
-    n_metrics, n_cases = len(data.metrics), len(data.cases)
-    mean_rank = score / (n_metrics * n_cases) if scheme == "flare" else score / n_metrics
+    total_weight = sum(m.weight for m in data.metrics)
+    mean_rank = score / (total_weight * len(data.cases)) if scheme == "flare" else score / total_weight
     return Ranking(
         scheme=scheme,
         ties=ties,
-        aggregate=aggregate,
         data=data,
         ranks=ranks,
         score=score,

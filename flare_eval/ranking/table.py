@@ -73,18 +73,22 @@ class RankingData:
     values: FloatArray
 
     def oriented(self) -> FloatArray:
-        """Values as ranked: floors applied, then signed so that lower is better.
+        """Values as ranked: floors and caps applied, then signed so that lower is better.
 
         A metric's ``floor`` makes every value better than it equal to it (FLARE23 runtimes
-        under 15 s all count as 15 s, so they tie); higher-is-better metrics are negated.
-        NaN stays NaN.
+        under 15 s all count as 15 s, so they tie), its ``cap`` every value worse than it;
+        higher-is-better metrics are negated.  NaN stays NaN.
         """
         out = np.empty_like(self.values)
         for m, metric in enumerate(self.metrics):
-            v = self.values[m]
+            # signed first: then the floor is a lower and the cap an upper bound either way
+            sign = -1.0 if metric.higher_is_better else 1.0
+            v = sign * self.values[m]
             if metric.floor is not None:
-                v = np.minimum(v, metric.floor) if metric.higher_is_better else np.maximum(v, metric.floor)
-            out[m] = -v if metric.higher_is_better else v
+                v = np.maximum(v, sign * metric.floor)
+            if metric.cap is not None:
+                v = np.minimum(v, sign * metric.cap)
+            out[m] = v
         return out
 
 

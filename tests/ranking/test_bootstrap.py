@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -11,8 +13,8 @@ from flare_eval.errors import ConfigError
 from flare_eval.presets import RankingMetric
 from flare_eval.ranking import bootstrap_ranking, draw_counts, kendall_tau_b
 
-DSC = RankingMetric("organ_dsc", True)
-NSD = RankingMetric("organ_nsd", True)
+DSC = RankingMetric("organ_dsc", True, 1.0, "mean")
+NSD = RankingMetric("organ_nsd", True, 1.0, "mean")
 
 
 def test_kendall_tau_b_matches_scipy(rng):
@@ -130,8 +132,8 @@ def test_aggregate_then_rank_bootstrap_matches_resampled_means(rng):
     # multiples of 1/64 add up exactly, so tied means are tied in any summation order
     table["value"] = np.round(table["value"] * 64) / 64
     for aggregate in ("mean", "median"):
-        boot = bootstrap_ranking(table, metrics=(DSC,), n_bootstrap=6, seed=2,
-                                 scheme="aggregate-then-rank", aggregate=aggregate)
+        boot = bootstrap_ranking(table, metrics=(dataclasses.replace(DSC, aggregate=aggregate),),
+                                 n_bootstrap=6, seed=2, scheme="aggregate-then-rank")
         counts = draw_counts(9, 6, seed=2)
         wide = table.pivot(index="case", columns="team", values="value")
         for b in range(6):

@@ -65,3 +65,70 @@ def test_rank_option_errors(tmp_path):
         tmp_path / "t.csv", index=False)
     with pytest.raises(ConfigError, match="test-then-rank has no bootstrap"):
         _run([str(tmp_path / "t.csv"), "--out", str(tmp_path / "o"), "--scheme", "test-then-rank"])
+
+
+def _toy_rank(tmp_path, name: str, rows: list, replacements: dict[str, str], *extra: str):
+    """Rank the tidy ``rows`` with the toy definition edited by ``replacements``."""
+    from flare_eval.cli.main import main
+    from tests.test_definition import TOY
+
+    text = TOY
+    for old, new in replacements.items():
+        assert text.count(old) == 1, old
+        text = text.replace(old, new)
+    (tmp_path / f"{name}.toml").write_text(text)
+    pd.DataFrame(rows, columns=["team", "case", "metric", "value"]).to_csv(
+        tmp_path / f"{name}.csv", index=False)
+    out = tmp_path / name
+    assert main(["rank", str(tmp_path / f"{name}.csv"), "--preset", str(tmp_path / f"{name}.toml"),
+                 "--out", str(out), "--bootstrap", "0", *extra]) == 0
+    board = pd.read_csv(out / "leaderboard.csv").set_index("team")
+    return board["rank"].to_dict(), board["mean_rank"].to_dict()
+
+
+ORGAN = 'name = "organ_dsc"\nhigher_is_better = true\nweight = 1.0\naggregate = "mean"\n'
+LESION = 'name = "lesion_dsc"\nhigher_is_better = true\nweight = 1.0\naggregate = "mean"\n'
+
+
+def test_the_definitions_weights_change_the_rank(tmp_path):
+    # every case: organ_dsc ranks a 1, b 2, c 3; lesion_dsc c 1, b 2, a 3
+    rows = [(t, c, m, v) for c in "123" for t, organ, lesion in
+            (("a", 0.9, 0.1), ("b", 0.8, 0.5), ("c", 0.7, 0.9))
+            for m, v in (("organ_dsc", organ), ("lesion_dsc", lesion))]
+    # equal weights: every team 3 x (1 + 3) = 3 x (2 + 2) = 12 over 6 ranks: all tie at 2
+    ranks, means = _toy_rank(tmp_path, "equal", rows, {})
+    assert ranks == {"a": 1, "b": 1, "c": 1} and means == pytest.approx({"a": 2, "b": 2, "c": 2})
+    # organ_dsc weighs 2: a 3 x (2 x 1 + 3) = 15, b 3 x (2 x 2 + 2) = 18, c 3 x (2 x 3 + 1) = 21,
+    # over 3 cases x (2 + 1) weights = 9
+    ranks, means = _toy_rank(tmp_path, "organ2", rows,
+                             {ORGAN: ORGAN.replace("weight = 1.0", "weight = 2.0")})
+    assert ranks == {"a": 1, "b": 2, "c": 3}
+    assert means == pytest.approx({"a": 15 / 9, "b": 18 / 9, "c": 21 / 9})
+    # lesion_dsc weighs 3: a 3 x (1 + 9) = 30, b 3 x (2 + 6) = 24, c 3 x (3 + 3) = 18; / 12
+    ranks, means = _toy_rank(tmp_path, "lesion3", rows,
+                             {LESION: LESION.replace("weight = 1.0", "weight = 3.0")})
+    assert ranks == {"c": 1, "b": 2, "a": 3}
+    assert means == pytest.approx({"a": 2.5, "b": 2.0, "c": 1.5})
+
+
+def test_the_definitions_aggregate_scheme_and_cap_change_the_rank(tmp_path):
+    # organ_dsc a 0.9, 0.9, 0 (mean 0.6, median 0.9); b 0.7 thrice; lesion_dsc ties
+    rows = [*[("a", c, "organ_dsc", v) for c, v in zip("123", (0.9, 0.9, 0.0))],
+            *[("b", c, "organ_dsc", 0.7) for c in "123"],
+            *[(t, c, "lesion_dsc", 0.5) for t in "ab" for c in "123"]]
+    per_metric = {'ranking_scheme = "flare"': 'ranking_scheme = "aggregate-then-rank"'}
+    # mean: b 0.7 > a 0.6 -> b 1, a 2; lesion both 1: a 3, b 2 over 2 criteria
+    ranks, means = _toy_rank(tmp_path, "mean", rows, per_metric)
+    assert ranks == {"b": 1, "a": 2} and means == pytest.approx({"a": 1.5, "b": 1.0})
+    # median: a 0.9 > b 0.7 -> a 1, b 2; a 2, b 3
+    median = {**per_metric, ORGAN: ORGAN.replace('"mean"', '"median"')}
+    ranks, means = _toy_rank(tmp_path, "median", rows, median)
+    assert ranks == {"a": 1, "b": 2} and means == pytest.approx({"a": 1.0, "b": 1.5})
+    # the command line overrides the definition's aggregate
+    assert _toy_rank(tmp_path, "override", rows, median, "--aggregate", "mean")[0] == {"b": 1, "a": 2}
+    # cap 0.5: a's 0 counts as 0.5, mean (0.9 + 0.9 + 0.5) / 3 = 0.767 > 0.7 -> a 1
+    capped = {**per_metric, ORGAN: ORGAN + "cap = 0.5\n"}
+    assert _toy_rank(tmp_path, "cap", rows, capped)[0] == {"a": 1, "b": 2}
+    # the definition's scheme, not a constant: under flare (per case) a wins cases 1 and 2
+    # (ranks 1, 1, 2 + lesion 1, 1, 1 = 7) against b (2, 2, 1 + 3 = 8)
+    assert _toy_rank(tmp_path, "flare", rows, {})[0] == {"a": 1, "b": 2}

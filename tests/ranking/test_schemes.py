@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -10,8 +12,8 @@ from flare_eval.errors import ConfigError
 from flare_eval.presets import FLARE23, RankingMetric
 from flare_eval.ranking import rank_teams, rank_with_missing
 
-DSC = RankingMetric("organ_dsc", True)
-RUNTIME = RankingMetric("runtime", False, floor=15.0)
+DSC = RankingMetric("organ_dsc", True, 1.0, "mean")
+RUNTIME = RankingMetric("runtime", False, 1.0, "mean", floor=15.0)
 
 
 def _table(rows: list[tuple[str, str, str, float]]) -> pd.DataFrame:
@@ -121,8 +123,9 @@ def test_aggregate_then_rank_mean_and_median():
     assert board["rank"].to_dict() == {"c": 1, "a": 2, "b": 2}
     assert board["mean_rank"].to_dict() == pytest.approx({"c": 1.5, "a": 2.0, "b": 2.0})
     # median DSC: b .5 > c .3 > a .2 -> b1 c2 a3; runtime a1 c2 b3: a 4, b 4, c 4 -> all 1
-    median = rank_teams(PER_METRIC, metrics=(DSC, RUNTIME), scheme="aggregate-then-rank",
-                        aggregate="median")
+    median = rank_teams(PER_METRIC, metrics=tuple(dataclasses.replace(m, aggregate="median")
+                                                  for m in (DSC, RUNTIME)),
+                        scheme="aggregate-then-rank")
     assert median.leaderboard()["rank"].tolist() == [1, 1, 1]
 
 

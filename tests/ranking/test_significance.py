@@ -10,7 +10,7 @@ from scipy.stats import wilcoxon
 from flare_eval.presets import RankingMetric
 from flare_eval.ranking import holm, pairwise_significance, wilcoxon_better_p
 
-DSC = (RankingMetric("organ_dsc", True),)
+DSC = (RankingMetric("organ_dsc", True, 1.0, "mean"),)
 
 
 def _scipy_p(x: np.ndarray, y: np.ndarray, alternative: str) -> float:
