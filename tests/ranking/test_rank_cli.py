@@ -132,3 +132,32 @@ def test_the_definitions_aggregate_scheme_and_cap_change_the_rank(tmp_path):
     # the definition's scheme, not a constant: under flare (per case) a wins cases 1 and 2
     # (ranks 1, 1, 2 + lesion 1, 1, 1 = 7) against b (2, 2, 1 + 3 = 8)
     assert _toy_rank(tmp_path, "flare", rows, {})[0] == {"a": 1, "b": 2}
+
+
+def test_weights_and_median_ranks_in_the_per_metric_schemes(tmp_path, capsys):
+    from flare_eval.cli.main import main
+
+    scheme = {'ranking_scheme = "flare"': 'ranking_scheme = "rank-then-aggregate"'}
+    # per-metric ranks: organ_dsc a 1, b 2, c 3 (every case); lesion_dsc c 1, b 2, a 3
+    rows = [(t, c, m, v) for c in "123" for t, organ, lesion in
+            (("a", 0.9, 0.1), ("b", 0.8, 0.5), ("c", 0.7, 0.9))
+            for m, v in (("organ_dsc", organ), ("lesion_dsc", lesion))]
+    assert _toy_rank(tmp_path, "borda", rows, scheme)[0] == {"a": 1, "b": 1, "c": 1}
+    # organ_dsc weighs 2: a 2 x 1 + 3 = 5, b 2 x 2 + 2 = 6, c 2 x 3 + 1 = 7, over weights 3
+    ranks, means = _toy_rank(tmp_path, "borda2", rows,
+                             {**scheme, ORGAN: ORGAN.replace("weight = 1.0", "weight = 2.0")})
+    assert ranks == {"a": 1, "b": 2, "c": 3}
+    assert means == pytest.approx({"a": 5 / 3, "b": 2.0, "c": 7 / 3})
+    # organ_dsc case ranks a 1, 1, 3; b 2, 2, 1; c 3, 3, 2 (lesion_dsc ties): mean ranks a 5/3
+    # = b 5/3 < c 8/3; median ranks a 1 < b 2 < c 3
+    rows = [*[(t, c, "organ_dsc", v) for c in "12" for t, v in zip("abc", (0.9, 0.8, 0.7))],
+            *[(t, "3", "organ_dsc", v) for t, v in zip("abc", (0.7, 0.9, 0.8))],
+            *[(t, c, "lesion_dsc", 0.5) for t in "abc" for c in "123"]]
+    assert _toy_rank(tmp_path, "rmean", rows, scheme)[0] == {"a": 1, "b": 1, "c": 3}
+    median = {**scheme, ORGAN: ORGAN.replace('"mean"', '"median"')}
+    assert _toy_rank(tmp_path, "rmedian", rows, median)[0] == {"a": 1, "b": 2, "c": 3}
+    # --scheme flare cannot take a median: refused, not ignored
+    assert main(["rank", str(tmp_path / "rmedian.csv"), "--preset", str(tmp_path / "rmedian.toml"),
+                 "--out", str(tmp_path / "x"), "--bootstrap", "0", "--scheme", "flare"]) == 2
+    assert ("ranking metric 'organ_dsc': aggregate 'median' needs scheme rank-then-aggregate or "
+            "aggregate-then-rank, not 'flare'") in capsys.readouterr().err
