@@ -25,7 +25,8 @@ through NVML every 0.1 s. Writes into OUT/<team>/:
   logs/<id>.stdout.txt, .stderr.txt   capped logs
 Re-running the same command resumes: finished cases are skipped (status 'error', a failure
 of the engine, is retried). '--backend local --submission DIR' runs DIR/predict.sh under
-bubblewrap with the same contract, without docker (no memory limit there).
+bubblewrap with the same contract, without docker (memory and process limits through a
+cgroup of each case where the runner may make one, as root; none otherwise).
 
 With --slots, cases run side by side, one container per slot, each pinned to its slot's
 cores (docker --cpuset-cpus; local: taskset) and GPU (by UUID), sampling that GPU only;
@@ -66,12 +67,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--submission", type=Path, default=None, metavar="DIR",
                    help="folder with predict.sh (local backend)")
     p.add_argument("--memory", default=None, metavar="SIZE",
-                   help="container memory limit, swap included (default: the official 28g, or "
-                        "the engine host's RAM where it has less)")
+                   help="memory limit of a case, swap included (default: the official 28g, or "
+                        "the host's RAM where it has less; local: enforced as root)")
     p.add_argument("--shm-size", default=None, metavar="SIZE",
                    help="container /dev/shm size (default as --memory)")
     p.add_argument("--network", default="none", help="container network mode")
-    p.add_argument("--pids-limit", type=int, default=4096, help="most processes in a container")
+    p.add_argument("--pids-limit", type=int, default=None, metavar="N",
+                   help="most processes and threads of a case (default: the runner's, "
+                   "docs/security.md; local: enforced as root)")
     p.add_argument("--per-process-gpu", action="store_true",
                    help="also record the GPU memory of the container's own processes")
     p.add_argument("--gpu-tolerance-mib", type=float, default=FLARE23.gpu_tolerance_mib,
@@ -134,17 +137,20 @@ def run(args: argparse.Namespace) -> int:
     if args.per_process_gpu and args.gpu is None and not any(slot.gpu for slot in slots or ()):
         raise ConfigError("--per-process-gpu needs a GPU: --gpu INDEX, or --slots with GPUs "
                           "(the GPU whose processes are sampled)")
+    # unset: the runner's own default (one place: runner.docker_backend.PIDS_LIMIT)
+    pids = {} if args.pids_limit is None else {"pids_limit": args.pids_limit}
     if args.backend == "local":
         if args.submission is None:
             raise ConfigError("--backend local needs --submission DIR (a folder with predict.sh)")
-        backend = LocalBackend(args.submission, network=args.network, gpu_index=args.gpu)
+        backend = LocalBackend(args.submission, network=args.network, gpu_index=args.gpu,
+                               memory=args.memory, **pids)
         source = str(args.submission)
     else:
         if args.image is None:
             raise ConfigError("--backend docker needs --image IMAGE_OR_TARBALL")
         client = connect()
         options = DockerOptions(gpu_index=args.gpu, memory=args.memory, shm_size=args.shm_size,
-                                network=args.network, pids_limit=args.pids_limit)
+                                network=args.network, **pids)
         backend = DockerBackend(client, load_image(client, args.image), options)
         source = args.image
     team = args.team or _default_team(source)

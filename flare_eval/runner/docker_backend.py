@@ -65,6 +65,10 @@ def remove_expired(client: Any, now: float | None = None) -> list[str]:
     return removed
 
 
+#: Most processes and threads of a case (docker ``--pids-limit``; the local backend's cgroup).
+PIDS_LIMIT = 4096
+
+
 def _work_key(inputs_dir: Path) -> str:
     return str(inputs_dir.resolve().parent)
 
@@ -110,7 +114,7 @@ class DockerOptions:
     memory: str | None = None
     shm_size: str | None = None
     network: str = "none"
-    pids_limit: int = 4096
+    pids_limit: int = PIDS_LIMIT
     log_bytes: int = 4 << 20
     command: tuple[str, ...] = ("sh", "predict.sh")
     labels: dict[str, str] = field(default_factory=dict)
@@ -124,12 +128,12 @@ class HostFitWarning(UserWarning):
     """A default container setting was lowered to what the engine's host has."""
 
 
-def fit_to_host(options: DockerOptions, host_bytes: int) -> DockerOptions:
-    """``options`` with ``memory`` and ``shm_size`` resolved against the engine host's RAM.
+def host_size(given: str | None, host_bytes: int, option: str, where: str) -> str:
+    """A memory size for a case on a host (named ``where``) of ``host_bytes`` of RAM.
 
-    Unset (None), each is the official 28g, lowered to ``host_bytes`` with a
-    :class:`HostFitWarning` where the host has less; a value given explicitly that exceeds
-    the host is refused, as the container could never be held to it.
+    Unset (None), the official 28g, lowered to ``host_bytes`` with a :class:`HostFitWarning`
+    where the host has less; a value given explicitly that exceeds the host is refused, as
+    the case could never be held to it.
 
     Raises
     ------
@@ -137,32 +141,36 @@ def fit_to_host(options: DockerOptions, host_bytes: int) -> DockerOptions:
         An explicit size over ``host_bytes``, or one docker cannot parse.
     """
     import warnings
-    from dataclasses import replace
 
     from docker.errors import DockerException
     from docker.utils import parse_bytes
 
     from flare_eval.errors import ConfigError
 
-    fitted = {}
-    for name, option in (("memory", "--memory"), ("shm_size", "--shm-size")):
-        given = getattr(options, name)
-        try:
-            size = parse_bytes(given or OFFICIAL_MEMORY)
-        except DockerException as err:
-            raise ConfigError(f"{option} {given!r}: not a size ({err})",
-                              hint="e.g. 16g, 512m") from None
-        if given is not None and size > host_bytes:
-            raise ConfigError(
-                f"{option} {given} exceeds the {host_bytes / 2**30:.1f} GiB of RAM of the docker "
-                "engine's host", hint=f"give at most {host_bytes // 2**20}m, or leave it unset")
-        if given is None and size > host_bytes:
-            given = f"{host_bytes // 2**20}m"
-            warnings.warn(f"{option}: the engine's host has {host_bytes / 2**30:.1f} GiB of RAM, "
-                          f"less than the official {OFFICIAL_MEMORY}: {given} is used",
-                          HostFitWarning, stacklevel=3)
-        fitted[name] = given or OFFICIAL_MEMORY
-    return replace(options, **fitted)
+    try:
+        size = parse_bytes(given or OFFICIAL_MEMORY)
+    except DockerException as err:
+        raise ConfigError(f"{option} {given!r}: not a size ({err})", hint="e.g. 16g, 512m") from None
+    if given is not None and size > host_bytes:
+        raise ConfigError(
+            f"{option} {given} exceeds the {host_bytes / 2**30:.1f} GiB of RAM of {where}",
+            hint=f"give at most {host_bytes // 2**20}m, or leave it unset")
+    if given is None and size > host_bytes:
+        given = f"{host_bytes // 2**20}m"
+        warnings.warn(f"{option}: {where} has {host_bytes / 2**30:.1f} GiB of RAM, less than "
+                      f"the official {OFFICIAL_MEMORY}: {given} is used", HostFitWarning,
+                      stacklevel=3)
+    return given or OFFICIAL_MEMORY
+
+
+def fit_to_host(options: DockerOptions, host_bytes: int) -> DockerOptions:
+    """``options`` with ``memory`` and ``shm_size`` resolved against the engine host's RAM
+    (:func:`host_size`)."""
+    from dataclasses import replace
+
+    where = "the docker engine's host"
+    return replace(options, memory=host_size(options.memory, host_bytes, "--memory", where),
+                   shm_size=host_size(options.shm_size, host_bytes, "--shm-size", where))
 
 
 def connect() -> Any:

@@ -12,8 +12,10 @@ With a GPU index the sandbox also gets the host's NVIDIA device nodes and a read
 (what the NVIDIA container runtime gives a container), and CUDA is pointed at that one GPU in the
 PCI bus order NVML and ``docker --gpus device=N`` use.
 
-Not enforced here: a memory limit (``oom_killed`` is always false) and shm size; use the
-docker backend for official runs.
+Memory (swap included) and processes are limited as in a container, through a cgroup of the
+case (:mod:`flare_eval.runner.cgroups`) where the runner may manage cgroups (root); elsewhere
+they are not, and :meth:`LocalBackend.describe` says so (``"cgroup": null``). Not enforced
+here: the shm size; use the docker backend for official runs.
 """
 
 from __future__ import annotations
@@ -30,6 +32,8 @@ from pathlib import Path
 from typing import Any
 
 from flare_eval.errors import RunnerError
+from flare_eval.runner.cgroups import CaseCgroup, cgroup_support
+from flare_eval.runner.docker_backend import PIDS_LIMIT, host_size
 from flare_eval.runner.execution import Execution
 from flare_eval.runner.intake import SpaceGuard
 from flare_eval.runner.sampler import ResourceSampler
@@ -92,6 +96,11 @@ class LocalBackend:
     cpus
         Cores the sandbox is pinned to (with ``taskset``, which every process in it inherits);
         ``None``: any.
+    memory
+        Memory limit of the case, swap included (``16g``); ``None``: as docker's default (the
+        official 28g, or this host's RAM where it has less). Enforced where cgroups are.
+    pids_limit
+        Most processes and threads of the case (docker's default). Enforced where cgroups are.
 
     Raises
     ------
@@ -101,8 +110,16 @@ class LocalBackend:
     """
 
     def __init__(self, submission: Path, *, network: str = "none", gpu_index: int | None = None,
-                 dev_root: Path = Path("/dev"), cpus: frozenset[int] | None = None) -> None:
+                 dev_root: Path = Path("/dev"), cpus: frozenset[int] | None = None,
+                 memory: str | None = None, pids_limit: int = PIDS_LIMIT) -> None:
+        from docker.utils import parse_bytes
+
         self.submission = Path(submission).resolve()
+        ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        self.memory = host_size(memory, ram, "--memory", "this host")
+        self.memory_bytes = int(parse_bytes(self.memory))
+        self.pids_limit = pids_limit
+        self.cgroup = cgroup_support()
         if not (self.submission / "predict.sh").is_file():
             raise RunnerError(
                 f"--submission {submission}: expected a folder with predict.sh, found none",
@@ -139,12 +156,14 @@ class LocalBackend:
 
     def describe(self) -> dict[str, Any]:
         return {"backend": "local", "submission": str(self.submission), "network": self.network,
-                "gpu_index": self.gpu_index, "command": ["sh", "predict.sh"], "uid": NOBODY}
+                "gpu_index": self.gpu_index, "command": ["sh", "predict.sh"], "uid": NOBODY,
+                "memory": self.memory, "pids_limit": self.pids_limit, "cgroup": self.cgroup}
 
     def on_slot(self, slot: Slot) -> LocalBackend:
         """This submission pinned to ``slot``'s cores, with its GPU's device nodes."""
         return LocalBackend(self.submission, network=self.network, dev_root=self.dev_root,
-                            gpu_index=None if slot.gpu is None else slot.gpu.index, cpus=slot.cpus)
+                            gpu_index=None if slot.gpu is None else slot.gpu.index, cpus=slot.cpus,
+                            memory=self.memory, pids_limit=self.pids_limit)
 
     def _sandbox_args(self, inputs_dir: Path, outputs_dir: Path) -> list[str]:
         args = [*self.pin, self.bwrap, "--die-with-parent", "--unshare-user", "--uid", str(NOBODY),
@@ -185,14 +204,21 @@ class LocalBackend:
         return args
 
     def _check_sandbox(self) -> None:
+        # The probe joins a case cgroup too, so a case never fails for a move it cannot make.
+        group = CaseCgroup.create(self.memory_bytes, self.pids_limit) if self.cgroup else None
+        if self.cgroup and group is None:
+            self.cgroup = None
         with tempfile.TemporaryDirectory() as tmp:
             probe = Path(tmp)
             (probe / "in").mkdir()
             (probe / "out").mkdir()
-            result = subprocess.run(
-                [*self._sandbox_args(probe / "in", probe / "out"), "true"],
-                capture_output=True, timeout=30,
-            )
+            command = [*self._sandbox_args(probe / "in", probe / "out"), "true"]
+            try:
+                result = subprocess.run(command if group is None else group.join_command(command),
+                                        capture_output=True, timeout=30)
+            finally:
+                if group is not None:
+                    group.remove()
         if result.returncode != 0:
             raise RunnerError(
                 f"bubblewrap cannot build a sandbox here: {result.stderr.decode(errors='replace').strip()}",
@@ -206,6 +232,21 @@ class LocalBackend:
     ) -> Execution:
         """Run ``sh predict.sh`` in the sandbox; on timeout kill its whole process group."""
         command = [*self._sandbox_args(inputs_dir, outputs_dir), "sh", "predict.sh"]
+        group = CaseCgroup.create(self.memory_bytes, self.pids_limit) if self.cgroup else None
+        if self.cgroup and group is None:
+            sampler.start()  # the caller reads the (empty) samples of every case
+            return Execution(None, False, False, 0.0, b"", b"", sampler.stop(),
+                             error=f"could not make the case's cgroup ({self.cgroup})")
+        if group is not None:
+            command = group.join_command(command)
+        try:
+            return self._run(command, group, timeout_s=timeout_s, sampler=sampler, guard=guard)
+        finally:
+            if group is not None:
+                group.remove()
+
+    def _run(self, command: list[str], group: CaseCgroup | None, *, timeout_s: float | None,
+             sampler: ResourceSampler, guard: SpaceGuard | None) -> Execution:
         timed_out = False
         tails = (Tail(LOG_TAIL_BYTES), Tail(LOG_TAIL_BYTES))
         sampler.start()
@@ -236,5 +277,6 @@ class LocalBackend:
             reader.join()
         code = proc.returncode
         exit_code = None if timed_out else (128 - code if code < 0 else code)
-        return Execution(exit_code, timed_out, False, time_s, tails[0].data(), tails[1].data(),
+        oom = group is not None and group.oom_kills() > 0
+        return Execution(exit_code, timed_out, oom, time_s, tails[0].data(), tails[1].data(),
                          samples, dropped=(tails[0].dropped, tails[1].dropped))

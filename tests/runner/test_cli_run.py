@@ -127,7 +127,7 @@ def test_container_memory_defaults_fit_the_engine_host():
     # a 64 GiB host keeps the official 28g, silently
     assert fit_to_host(DockerOptions(), 64 * gib).memory == "28g"
     # a 16 GiB host: 28g could never be held, the default becomes the host's 16384m
-    with pytest.warns(HostFitWarning, match=r"--memory: the engine's host has 16\.0 GiB"):
+    with pytest.warns(HostFitWarning, match=r"--memory: the docker engine's host has 16\.0 GiB"):
         fitted = fit_to_host(DockerOptions(shm_size="1g"), 16 * gib)
     assert (fitted.memory, fitted.shm_size) == ("16384m", "1g")
     # an explicit size over the host is refused, naming the option and the host's RAM

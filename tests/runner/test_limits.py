@@ -46,6 +46,10 @@ case "$id" in
   flood) yes 0123456789abcdefghijklmnopqrstuvwxyz | head -c FLOOD; echo THE-END >&2 ;;
   quiet) yes 0123456789abcdefghijklmnopqrstuvwxyz | head -c FLOOD > /dev/null ;;
   ok) cp "/workspace/inputs/$f" "$out/$id.nii.gz" ;;
+  # a fork bomb under the pids limit, then the timeout (exec: the last sleep needs no fork)
+  forkbomb) bomb() { bomb | bomb & }; bomb; exec sleep 30 ;;
+  # 128 MiB in one buffer under a 64 MiB limit, swap included
+  oom) dd if=/dev/zero of=/dev/null bs=128M count=1 ;;
 esac
 """.replace("FLOOD", str(FLOOD_BYTES))
 APPLETS = ("sh", "ls", "cp", "grep", "touch", "chown", "mknod", "dd", "sleep", "seq", "xargs",
@@ -70,14 +74,18 @@ def docker_backend(docker_client, limits_image):
 
 @pytest.fixture
 def local_backend(tmp_path):
+    return _local(tmp_path)
+
+
+def _local(tmp_path, name="submission", **options):
     if shutil.which("bwrap") is None or shutil.which("busybox") is None:
         skip_or_fail("the local backend tests need bubblewrap and busybox")
-    submission = tmp_path / "submission"
+    submission = tmp_path / name
     (submission / "bin").mkdir(parents=True)
     for applet in APPLETS:  # the host's busybox: the same applets as in the image
         (submission / "bin" / applet).symlink_to(shutil.which("busybox"))
     (submission / "predict.sh").write_text("PATH=/workspace/bin:$PATH\n" + SCRIPT)
-    return LocalBackend(submission)
+    return LocalBackend(submission, **options)
 
 
 @pytest.fixture(params=["docker", "local"])
@@ -195,3 +203,37 @@ def test_cleanup_removes_a_container_only_past_its_deadline(docker_client, limit
                 container.remove(force=True)
             except Exception:  # noqa: BLE001 - removed by the cleanup
                 pass
+
+
+@pytest.mark.slow
+def test_the_local_sandbox_holds_a_fork_bomb_and_an_allocation(tmp_path, make_inputs,
+                                                               monkeypatch):
+    from flare_eval.runner.cgroups import CaseCgroup, cgroup_support
+
+    if os.geteuid() != 0 or cgroup_support() is None:
+        # nothing would hold them: a fork bomb would reach the host
+        skip_or_fail("the local backend's limits need a root runner with cgroups (CI has both)")
+    made = []  # the case cgroups of this test (other runs may share the host)
+    create = CaseCgroup.create
+    monkeypatch.setattr(CaseCgroup, "create", classmethod(
+        lambda cls, *args: made.append(create(*args)) or made[-1]))
+    # one limit at a time: 64 shells of a fork bomb may also pass a 64 MiB memory limit
+    few_processes, little_memory = (_local(tmp_path, "a", pids_limit=64),
+                                     _local(tmp_path, "b", memory="64m"))
+    assert few_processes.describe()["cgroup"] in ("v1", "v2")
+    inputs = make_inputs(["forkbomb", "ok", "oom"])
+    allocation = tmp_path / "allocation"
+    allocation.mkdir()
+    (inputs / "oom_0000.nii.gz").rename(allocation / "oom_0000.nii.gz")
+    by_case = {r["case"]: r for backend, folder, timeout_s in (
+        (few_processes, inputs, 3), (little_memory, allocation, 10))
+        for r in run_submission(backend, folder, tmp_path / "out", team=folder.name,
+                                timeout_s=timeout_s, limits=LIMITS, progress=False)}
+    assert {c: (r["status"], r["exit_code"]) for c, r in by_case.items()} == {
+        "forkbomb": ("timeout", None), "oom": ("oom", 137), "ok": ("ok", 0)}
+    assert 3 <= by_case["forkbomb"]["time_s"] < 10
+    assert by_case["oom"]["oom_killed"] is True
+    # no case cgroup is left behind: two sandbox probes and three cases, each in both
+    # hierarchies (v1) or in one (v2)
+    assert len(made) == 5 and all(group is not None for group in made)
+    assert [f for group in made for f in group.folders.values() if f.exists()] == []
