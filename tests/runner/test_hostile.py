@@ -295,6 +295,10 @@ case "$id" in
   lingers) (sleep 313 &) ; cp "/workspace/inputs/$f" "$out/$id.nii.gz" ;;
   python) python -c 'import sys; print(sys.prefix)' ;;
   whoami) id -u ;;
+  snoop) exit $((40 + $(ls -A /workspace/inputs | wc -l))) ;;
+  probe) busybox wget -q -T 2 -O /dev/null http://10.0.0.1/ && exit 0
+         busybox nc -w 2 1.1.1.1 53 </dev/null && exit 0
+         exit $((50 + $(grep -c : /proc/net/dev))) ;;
 esac
 """
 
@@ -312,7 +316,8 @@ def test_the_local_sandbox_holds(tmp_path, make_inputs, monkeypatch):
     secret.chmod(0o600)
     (submission / "predict.sh").write_text(
         LOCAL_SH.replace("HOSTFILE", str(host_file)).replace("SECRET", str(secret)))
-    cases = ["environ", "fifo", "lingers", "python", "remount", "shadow", "whoami", "writehost"]
+    cases = ["environ", "fifo", "lingers", "probe", "python", "remount", "shadow", "snoop",
+             "whoami", "writehost"]
     inputs = make_inputs(cases)
     before = _tree(inputs, submission)
     records = run_submission(LocalBackend(submission), inputs, tmp_path / "out", team="local",
@@ -321,6 +326,8 @@ def test_the_local_sandbox_holds(tmp_path, make_inputs, monkeypatch):
     assert status == {
         "environ": ("no_output", 0), "fifo": ("bad_output", 0), "lingers": ("ok", 0),
         "python": ("no_output", 0), "remount": ("crash", 7),
+        # one input visible; loopback only, nothing got out
+        "snoop": ("crash", 41), "probe": ("crash", 51),
         # the link is refused; 'cat /etc/shadow' finds no readable file and exits 1
         "shadow": ("crash", 1),
         "whoami": ("no_output", 0), "writehost": ("crash", 8),
