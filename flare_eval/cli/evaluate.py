@@ -93,6 +93,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "the engine host's RAM where it has less)")
     p.add_argument("--shm-size", default=None, metavar="SIZE",
                    help="container /dev/shm size (default as --memory)")
+    p.add_argument("--pids-limit", type=int, default=None, metavar="N",
+                   help="most processes and threads of a container (default: the runner's, "
+                   "docs/security.md)")
     p.add_argument("--no-progress", action="store_true", help="no progress display")
     p.set_defaults(handler=run_evaluate)
 
@@ -119,7 +122,26 @@ def _print_summary(console: Console, result: Evaluation) -> None:
             failures.add_row(escape(str(team)), str(stage), str(status),
                              escape(", ".join(str(c) for c in cases if c)) or "(all)")
         console.print(failures)
+        _print_stderr_tails(console, result)
     console.print(f"report: {result.report}")
+
+
+def _print_stderr_tails(console: Console, result: Evaluation) -> None:
+    """The last lines of stderr of each team's first failed run: what a team needs first (a
+    missing module, a traceback's last line), without opening its logs."""
+    from rich.markup import escape
+
+    from flare_eval.cli.run import last_lines
+
+    runs = result.failures[result.failures["stage"] == "run"]
+    for team, failed in runs.groupby("team", sort=True):
+        case = str(failed["case"].iloc[0])
+        lines = last_lines(result.out_dir / "results" / str(team) / "logs" / f"{case}.stderr.txt")
+        if lines:
+            console.print(escape(f"{team}, {case} ({failed['status'].iloc[0]}), last lines of "
+                                 "stderr:"), soft_wrap=True)
+            for line in lines:
+                console.print(escape(f"    | {line}"), soft_wrap=True)
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
@@ -166,7 +188,9 @@ def run_evaluate(args: argparse.Namespace) -> int:
             gpu_index=args.gpu, slots=parse_slots(args.slots) if args.slots is not None else None,
             interleave_teams=args.interleave_teams, calibration=args.calibration,
             allow_uneven_slots=args.allow_uneven_slots, preset=preset,
-            container=DockerOptions(memory=args.memory, shm_size=args.shm_size),
+            container=DockerOptions(memory=args.memory, shm_size=args.shm_size,
+                                    **({} if args.pids_limit is None
+                                       else {"pids_limit": args.pids_limit})),
             n_bootstrap=args.bootstrap, seed=args.seed, workers=args.workers, executor=executor,
             progress=progress,
         )

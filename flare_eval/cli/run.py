@@ -97,7 +97,7 @@ def _default_team(source: str) -> str:
     return name.split(":")[0]
 
 
-def _last_lines(path: Path, n: int = 3) -> list[str]:
+def last_lines(path: Path, n: int = 3) -> list[str]:
     """The last ``n`` non-blank lines of a log (none if it is missing), ``ascii()``-safe."""
     try:
         lines = [line for line in path.read_text(errors="replace").splitlines() if line.strip()]
@@ -172,6 +172,6 @@ def run(args: argparse.Namespace) -> int:
     for r in failed:
         print(f"  {r['case']}: {r['status']}: {r['message']}", file=sys.stderr)
         # What a participant needs first (a missing module, a traceback's last line).
-        for line in _last_lines(args.out / team / "logs" / f"{r['case']}.stderr.txt"):
+        for line in last_lines(args.out / team / "logs" / f"{r['case']}.stderr.txt"):
             print(f"    | {line}", file=sys.stderr)
     return EXIT_PARTIAL if failed else EXIT_OK

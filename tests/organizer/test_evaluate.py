@@ -189,12 +189,16 @@ def test_leaderboard_failures_and_outputs(finished, challenge, docker_client):
 def test_finished_run_again_does_nothing_and_changes_are_refused(finished, challenge, capsys):
     status_before = (finished / "status.json").read_bytes()
     manifest_before = (finished / "manifest.json").read_bytes()
+    capsys.readouterr()
     started = time.monotonic()
     assert main(_args(challenge, finished)) == 4
     assert time.monotonic() - started < 10  # the hang alone would take 4 s a run
     assert (finished / "status.json").read_bytes() == status_before
+    # the summary shows what a team needs first: the end of its failed case's stderr
+    last = challenge.cases[2]
+    assert (f"bravo, {last} (crash), last lines of stderr:\n    | boom on {last}\n"
+            in capsys.readouterr().err)
 
-    capsys.readouterr()
     assert main(_args(challenge, finished, seed="8")) == 2
     assert "configuration.seed: 7 then, 8 now" in capsys.readouterr().err
     assert main(_args(challenge, finished, timeout="9")) == 2
