@@ -193,7 +193,9 @@ def test_cleanup_removes_a_container_only_past_its_deadline(docker_client, limit
         done = subprocess.run([sys.executable, "-m", "flare_eval", "run", "--cleanup"],
                               capture_output=True, text=True)
         assert done.returncode == 0, done.stderr
-        assert soon.name in done.stderr and later.name not in done.stderr
+        # (any run's next case removes expired containers too, so on a shared engine another
+        # run may have removed 'soon' first: what is left is what must hold)
+        assert later.name not in done.stderr
         left = {c.id for c in docker_client.containers.list(
             all=True, filters={"label": CONTAINER_LABEL, "ancestor": limits_image})}
         assert left == {later.id}
