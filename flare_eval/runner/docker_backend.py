@@ -128,12 +128,13 @@ class HostFitWarning(UserWarning):
     """A default container setting was lowered to what the engine's host has."""
 
 
-def host_size(given: str | None, host_bytes: int, option: str, where: str) -> str:
+def host_size(given: str | None, host_bytes: int, option: str, where: str,
+              warn: bool = True) -> str:
     """A memory size for a case on a host (named ``where``) of ``host_bytes`` of RAM.
 
-    Unset (None), the official 28g, lowered to ``host_bytes`` with a :class:`HostFitWarning`
-    where the host has less; a value given explicitly that exceeds the host is refused, as
-    the case could never be held to it.
+    Unset (None), the official 28g, lowered to ``host_bytes`` (with a :class:`HostFitWarning`
+    if ``warn``) where the host has less; a value given explicitly that exceeds the host is
+    refused, as the case could never be held to it.
 
     Raises
     ------
@@ -157,9 +158,10 @@ def host_size(given: str | None, host_bytes: int, option: str, where: str) -> st
             hint=f"give at most {host_bytes // 2**20}m, or leave it unset")
     if given is None and size > host_bytes:
         given = f"{host_bytes // 2**20}m"
-        warnings.warn(f"{option}: {where} has {host_bytes / 2**30:.1f} GiB of RAM, less than "
-                      f"the official {OFFICIAL_MEMORY}: {given} is used", HostFitWarning,
-                      stacklevel=3)
+        if warn:
+            warnings.warn(f"{option}: {where} has {host_bytes / 2**30:.1f} GiB of RAM, less than "
+                          f"the official {OFFICIAL_MEMORY}: {given} is used", HostFitWarning,
+                          stacklevel=3)
     return given or OFFICIAL_MEMORY
 
 

@@ -116,7 +116,9 @@ class LocalBackend:
 
         self.submission = Path(submission).resolve()
         ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-        self.memory = host_size(memory, ram, "--memory", "this host")
+        # Said once in runner.json, not warned: a participant's machine has less than the
+        # official 28g nearly always.
+        self.memory = host_size(memory, ram, "--memory", "this host", warn=False)
         self.memory_bytes = int(parse_bytes(self.memory))
         self.pids_limit = pids_limit
         self.cgroup = cgroup_support()
