@@ -94,6 +94,18 @@ def test_missing_folder_error_comes_without_a_progress_bar(
                                        f"{nope} does not exist or is not a folder\n")
 
 
+def test_evaluate_error_comes_without_a_blank_line(
+        phantoms: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # a Progress made up front prints an empty line when stopped unstarted (stderr is no
+    # terminal here, as in a log): the error must be the first and only line
+    nope = tmp_path / "nope"
+    code = main(["evaluate", "--submissions", str(nope), "--images", str(phantoms / "images"),
+                 "--labels", str(phantoms / "labels"), "--out", str(tmp_path / "out")])
+    assert code == 3
+    assert capsys.readouterr().err == (f"flare-eval evaluate: error: --submissions {nope}: "
+                                       f"expected a folder, found none\n")
+
+
 @pytest.mark.parametrize("role", ["--pred", "--gt"])
 def test_images_folder_is_refused_as_labels(role: str, phantoms: Path, tmp_path: Path,
                                             capsys: pytest.CaptureFixture[str]) -> None:

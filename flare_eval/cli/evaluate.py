@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from flare_eval.errors import EXIT_OK, EXIT_PARTIAL
 
@@ -151,9 +151,9 @@ def run_evaluate(args: argparse.Namespace) -> int:
 
     from rich.console import Console
     from rich.markup import escape
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
 
-    from flare_eval.cli.progress import scheduler_executor
+    from flare_eval.cli.progress import lazy_progress, scheduler_executor
     from flare_eval.cli.score import scoring_options
     from flare_eval.runner.slots import parse_slots
     from flare_eval.organizer import evaluate
@@ -166,18 +166,14 @@ def run_evaluate(args: argparse.Namespace) -> int:
         check_gpu(args.gpu)  # before any team runs, not after every case failed
     columns = (TextColumn("{task.fields[stage]:<8}"), BarColumn(), MofNCompleteColumn(),
                TimeElapsedColumn(), TextColumn("{task.description}"))
-    tasks: dict[str, Any] = {}
     with contextlib.ExitStack() as stack:
         executor = stack.enter_context(scheduler_executor(args.scheduler))
         bar = None if args.no_progress else stack.enter_context(
-            Progress(*columns, console=console))
+            lazy_progress(*columns, console=console))
 
         def progress(stage: str, done: int, total: int, text: str) -> None:
-            if bar is None:
-                return
-            if stage not in tasks:
-                tasks[stage] = bar.add_task("", total=total, stage=stage)
-            bar.update(tasks[stage], completed=done, total=total, description=escape(text))
+            if bar is not None:
+                bar(done, total, escape(text), task=stage, stage=stage)
 
         stack.enter_context(warnings.catch_warnings())
         # One plain line per warning (no GPU, no NVML...) instead of a source location.

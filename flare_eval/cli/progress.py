@@ -35,7 +35,8 @@ def scheduler_executor(address: str | None) -> Iterator[Executor | None]:
         client.close()
 
 
-#: ``update(done, total, description="", task="")``: the signature of :func:`lazy_progress`'s bar.
+#: ``update(done, total, description="", task="", **fields)``: the signature of
+#: :func:`lazy_progress`'s bar.
 ProgressUpdate = Callable[..., None]
 
 
@@ -44,7 +45,8 @@ def lazy_progress(*columns: Any, **progress_options: Any) -> Iterator[ProgressUp
     """A rich progress bar that is drawn from its first update on, not before.
 
     A bar started up front prints an empty ``0/?`` bar (or a blank line) before an error
-    raised while the inputs are checked; this one shows nothing until work is counted.
+    raised while the inputs are checked, and one merely made prints a blank line when stopped
+    on a console that is no terminal; this one exists only once work is counted.
 
     Parameters
     ----------
@@ -54,21 +56,24 @@ def lazy_progress(*columns: Any, **progress_options: Any) -> Iterator[ProgressUp
     Yields
     ------
     callable
-        ``update(done, total, description="", task="")``: one bar per ``task`` name, made on
-        its first update.
+        ``update(done, total, description="", task="", **fields)``: one bar per ``task``
+        name, made on its first update; ``fields`` are the task's ``{task.fields[...]}``
+        for the columns.
     """
     from rich.progress import Progress
 
     bar: list[Progress] = []
     tasks: dict[str, Any] = {}
 
-    def update(done: int, total: int | None, description: str = "", task: str = "") -> None:
+    def update(done: int, total: int | None, description: str = "", task: str = "",
+               **fields: Any) -> None:
         if not bar:
             bar.append(Progress(*columns, **progress_options))
             bar[0].start()
         if task not in tasks:
-            tasks[task] = bar[0].add_task(description, total=total)
-        bar[0].update(tasks[task], completed=done, total=total, description=description)
+            tasks[task] = bar[0].add_task(description, total=total, **fields)
+        bar[0].update(tasks[task], completed=done, total=total, description=description,
+                      **fields)
 
     try:
         yield update
