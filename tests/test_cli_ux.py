@@ -4,7 +4,10 @@ folders, help texts and the demo's closing output. Everything through ``flare-ev
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -173,3 +176,18 @@ def test_no_timeout_by_default(verb):
     required = {"run": ["--inputs", "i", "--out", "o"],
                 "evaluate": ["--submissions", "s", "--images", "i", "--labels", "l", "--out", "o"]}
     assert build_parser().parse_args([verb, *required[verb]]).timeout is None
+
+
+# unbuffered, the verb's print fails; buffered, the flush at the end
+@pytest.mark.parametrize("unbuffered", ["1", ""])
+def test_closed_pipe_ends_quietly(unbuffered: str) -> None:
+    # as in "flare-eval presets | head -1": the reader is gone before anything is written, so
+    # every write fails; the shell's code for a writer stopped by SIGPIPE, and no traceback
+    env = {**os.environ, "PYTHONUNBUFFERED": unbuffered}
+    process = subprocess.Popen([sys.executable, "-m", "flare_eval", "presets"], env=env,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert process.stdout is not None
+    process.stdout.close()
+    _, err = process.communicate()
+    assert process.returncode == 141, err
+    assert err == b""

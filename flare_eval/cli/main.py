@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 import traceback
 from collections.abc import Sequence
@@ -25,7 +26,8 @@ VERBS: tuple[str, ...] = ("score", "phantoms", "run", "ensemble", "rank", "repor
 
 _EPILOG = """\
 exit codes: 0 done; 1 a bug in flare-eval (traceback shown); 2 wrong arguments;
-3 bad input stopped the run; 4 finished, but some cases failed (see the outputs).
+3 bad input stopped the run; 4 finished, but some cases failed (see the outputs);
+141 the output was closed early (e.g. piped into head).
 Run 'flare-eval VERB -h' for the options of each verb."""
 
 
@@ -47,6 +49,22 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``flare-eval``; returns the exit code (also the process's, through the script)."""
+    try:
+        try:
+            return _run(argv)
+        finally:
+            # here, not at interpreter exit, where a closed pipe would print "Exception ignored"
+            sys.stdout.flush()
+    except BrokenPipeError:
+        # The reader left (``flare-eval demo | head -1``): stop quietly. Later writes, the
+        # interpreter's last flush included, go to devnull. 141 (128 + SIGPIPE) is what the shell
+        # reports for a C tool stopped this way, so ``set -o pipefail`` scripts see the same.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
+
+
+def _run(argv: Sequence[str] | None) -> int:
+    """:func:`main` but for a closed standard output."""
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
@@ -60,6 +78,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"flare-eval {args.verb}: interrupted; run the same command again to resume",
               file=sys.stderr)
         return 130
+    except BrokenPipeError:  # not a bug: main handles it
+        raise
     except Exception:  # a bug: show everything
         traceback.print_exc()
         print(f"flare-eval {args.verb}: internal error (a bug, please report it with the "
