@@ -171,7 +171,9 @@ def test_cleanup_removes_what_a_killed_run_left_and_keeps_a_live_case(tmp_path):
         done = subprocess.run([sys.executable, "-m", "flare_eval", "run", "--cleanup",
                                "--backend", "local"], capture_output=True, text=True)
         assert done.returncode == 0, done.stderr
-        assert f"removed 1 staging folder(s) of killed runs: {stale.name}" in done.stderr
+        assert "staging folder(s) of killed runs" in done.stderr
+        # (any run's start removes stale folders too, so another run on this host may have
+        # removed it first: what is left is what must hold)
         assert not stale.exists()
         assert (live / "inputs" / image.name).is_file()  # a live run's case is kept
     assert not live.exists()
