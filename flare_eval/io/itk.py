@@ -13,6 +13,11 @@ compared with a ``.nii.gz`` reference:
   LPS direction ``D``, spacing ``s`` and origin ``o`` (the inverse of what ITK does when it reads
   a NIfTI file, so a file converted by SimpleITK keeps its affine to rounding).
 
+The header is read first (``ImageFileReader.ReadImageInformation``): the shape, the pixel type
+and whether the voxels are compressed are checked by :mod:`flare_eval.io.nifti` against the same
+rules as a NIfTI header (the expected shape, the most a compressed stream can inflate to) before
+ITK allocates or inflates anything, so a small file declaring a huge volume costs nothing.
+
 Both formats can keep the voxels in another file named by the header (MetaImage's
 ``ElementDataFile``, NRRD's ``data file``), which ITK opens wherever it points: a prediction
 naming the reference file would score perfectly.  Only self-contained files are read
@@ -23,8 +28,9 @@ SimpleITK is imported only when such a file is read or written.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from numpy.typing import NDArray
@@ -32,8 +38,8 @@ from numpy.typing import NDArray
 from flare_eval.errors import ConfigError, InputError
 from flare_eval.typing import Spacing
 
-__all__ = ["ITK_EXTENSIONS", "check_self_contained", "is_itk_file", "ras_affine", "load_itk",
-           "save_itk"]
+__all__ = ["ITK_EXTENSIONS", "ItkHeader", "check_self_contained", "is_itk_file", "ras_affine",
+           "read_itk_header", "load_itk", "save_itk"]
 
 #: File endings read and written through SimpleITK (single-file formats only: a ``.mhd`` or
 #: ``.nhdr`` header names a second data file, which a submission could point anywhere).
@@ -63,37 +69,63 @@ def _header_lines(path: Path) -> list[str]:
     return head.decode("latin-1").split("\n")
 
 
-def check_self_contained(path: Path) -> None:
+#: How the voxels follow the header: as stored (``raw``, also NRRD's ``hex``), deflated
+#: (MetaImage ``CompressedData = True``, NRRD ``gzip``) or as text numbers (NRRD ``ascii``).
+Encoding = Literal["raw", "deflate", "text"]
+_NRRD_ENCODINGS: dict[str, Encoding] = {"raw": "raw", "hex": "raw", "gzip": "deflate",
+                                        "gz": "deflate", "ascii": "text", "text": "text",
+                                        "txt": "text"}
+
+
+def check_self_contained(path: Path) -> Encoding:
     """Refuse a ``.mha`` / ``.nrrd`` whose voxels live in another file (see the module docs).
+
+    Returns
+    -------
+    str
+        How the voxels are encoded (``raw``, ``deflate`` or ``text``), from the header.
 
     Raises
     ------
     InputError
-        A header that names a data file, or no header of the format at all.
+        A header that names a data file, an encoding ITK cannot read, or no header of the
+        format at all.
     """
     lines = [line.rstrip("\r") for line in _header_lines(path)]
     if path.name.endswith(".mha"):
+        encoding: Encoding = "raw"
         for line in lines:
             key, _, value = line.partition("=")
-            if key.strip().lower() == "elementdatafile":
+            if key.strip().lower() == "compresseddata" and value.strip().lower() == "true":
+                encoding = "deflate"
+            if key.strip().lower() == "elementdatafile":  # the header's last line
                 if value.strip() != "LOCAL":
                     raise InputError(
                         f"{path}: MetaImage header names a separate data file "
                         f"{ascii(value.strip())[1:-1][:80]}, expected ElementDataFile = LOCAL",
                         hint="write a self-contained .mha (voxels after the header)")
-                return
+                return encoding
         raise InputError(f"{path}: no MetaImage header (no ElementDataFile line in the first "
                          f"{_HEADER_BYTES} bytes)")
     if not lines[0].startswith("NRRD000"):
         raise InputError(f"{path}: not a NRRD file (first bytes {lines[0][:8]!r}, expected 'NRRD000')")
+    encoding = "raw"  # NRRD requires the field; ITK's reader fails without it
     for line in lines[1:]:
         if not line.strip():
-            return  # the blank line that ends the header
+            return encoding  # the blank line that ends the header
         key, sep, value = line.partition(":")
-        if sep and not line.startswith("#") and key.replace(" ", "").lower() == "datafile":
+        if not sep or line.startswith("#"):
+            continue
+        if key.replace(" ", "").lower() == "datafile":
             raise InputError(
                 f"{path}: NRRD header names a separate data file {ascii(value.strip())[1:-1][:80]}",
                 hint="write a self-contained .nrrd (no 'data file' field)")
+        if key.strip().lower() == "encoding":
+            name = value.strip().lower()
+            if name not in _NRRD_ENCODINGS:  # bzip2: ITK's NrrdIO is built without it
+                raise InputError(f"{path}: NRRD encoding {ascii(name)[1:-1][:20]} is not read; "
+                                 f"expected one of {sorted(_NRRD_ENCODINGS)}")
+            encoding = _NRRD_ENCODINGS[name]
     raise InputError(f"{path}: NRRD header does not end within {_HEADER_BYTES} bytes")
 
 
@@ -135,36 +167,90 @@ def ras_affine(direction: NDArray[np.floating], spacing: NDArray[np.floating],
     return affine
 
 
-def load_itk(path: Path) -> tuple[NDArray[np.generic], Spacing, NDArray[np.float64]]:
-    """Read a 3D ``.mha`` / ``.nrrd`` volume as ``(data, spacing_mm, affine)``.
+@dataclass(frozen=True)
+class ItkHeader:
+    """What a ``.mha`` / ``.nrrd`` header declares, read before any voxel.
 
-    ``data`` has shape (X, Y, Z) in stored order (Fortran-ordered), the dtype as stored.
+    Attributes
+    ----------
+    shape
+        (X, Y, Z), ITK's size (a trailing size-1 fourth axis dropped).
+    itemsize
+        Bytes per voxel of the stored pixel type.
+    encoding
+        ``raw``, ``deflate`` or ``text`` (:func:`check_self_contained`).
+    file_bytes
+        Size of the file.
+    """
+
+    shape: tuple[int, int, int]
+    itemsize: int
+    encoding: Encoding
+    file_bytes: int
+
+
+def _unreadable(path: Path, err: RuntimeError) -> InputError:
+    # ITK's message is a multi-line C++ trace; its last line says what was wrong
+    reason = str(err).strip().splitlines()[-1] if str(err).strip() else "unknown reason"
+    return InputError(f"{path}: unreadable {path.suffix} file ({reason})")
+
+
+def read_itk_header(path: Path) -> ItkHeader:
+    """Read and check a ``.mha`` / ``.nrrd`` header (``ReadImageInformation``: no voxel).
 
     Raises
     ------
     InputError
-        Missing or unreadable file, not 3D, more than one component per voxel, bad spacing.
+        Missing or unreadable file, a detached data file, not 3D, more than one component per
+        voxel, a pixel type that is not an integer or a float.
     """
     sitk = _simpleitk()
-    check_self_contained(path)
+    encoding = check_self_contained(path)
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
     try:
-        image = sitk.ReadImage(str(path))
+        reader.ReadImageInformation()
     except RuntimeError as err:
-        # ITK's message is a multi-line C++ trace; its last line says what was wrong
-        reason = str(err).strip().splitlines()[-1] if str(err).strip() else "unknown reason"
-        raise InputError(f"{path}: unreadable {path.suffix} file ({reason})") from None
-    size = tuple(int(n) for n in image.GetSize())
+        raise _unreadable(path, err) from None
+    size = tuple(int(n) for n in reader.GetSize())
     if len(size) == 4 and size[3] == 1:
-        image = image[:, :, :, 0]
         size = size[:3]
     if len(size) != 3:
         raise InputError(
             f"{path}: expected a 3D volume, got {len(size)}D with shape {size}",
             hint="FLARE cases are single 3D volumes",
         )
-    if image.GetNumberOfComponentsPerPixel() != 1:
+    pixel = sitk.GetPixelIDValueAsString(reader.GetPixelID())
+    if reader.GetNumberOfComponents() != 1:
         raise InputError(f"{path}: expected one value per voxel, got "
-                         f"{image.GetNumberOfComponentsPerPixel()} components ({image.GetPixelIDTypeAsString()})")
+                         f"{reader.GetNumberOfComponents()} components ({pixel})")
+    itemsize = {sitk.sitkUInt8: 1, sitk.sitkInt8: 1, sitk.sitkUInt16: 2, sitk.sitkInt16: 2,
+                sitk.sitkUInt32: 4, sitk.sitkInt32: 4, sitk.sitkUInt64: 8, sitk.sitkInt64: 8,
+                sitk.sitkFloat32: 4, sitk.sitkFloat64: 8}.get(reader.GetPixelID())
+    if itemsize is None:
+        raise InputError(f"{path}: unsupported data type {pixel} (integers or floats of at most "
+                         "8 bytes)")
+    return ItkHeader(size, itemsize, encoding, path.stat().st_size)  # type: ignore[arg-type]
+
+
+def load_itk(path: Path) -> tuple[NDArray[np.generic], Spacing, NDArray[np.float64]]:
+    """Read a 3D ``.mha`` / ``.nrrd`` volume as ``(data, spacing_mm, affine)``.
+
+    ``data`` has shape (X, Y, Z) in stored order (Fortran-ordered), the dtype as stored.  Read
+    its header with :func:`read_itk_header` and check it first: this inflates the voxels.
+
+    Raises
+    ------
+    InputError
+        Unreadable file, bad spacing.
+    """
+    sitk = _simpleitk()
+    try:
+        image = sitk.ReadImage(str(path))
+    except RuntimeError as err:
+        raise _unreadable(path, err) from None
+    if image.GetDimension() == 4:  # a size-1 fourth axis (read_itk_header refuses any other)
+        image = image[:, :, :, 0]
     spacing = np.asarray(image.GetSpacing(), np.float64)
     if not all(np.isfinite(z) and z > 0 for z in spacing):
         raise InputError(f"{path}: voxel spacing must be three positive numbers, got {spacing.tolist()}")

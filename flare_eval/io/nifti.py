@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import gzip
 import io
+import math
 import warnings
 import zlib
 from dataclasses import dataclass
@@ -28,7 +29,7 @@ from numpy.typing import NDArray
 
 from flare_eval.errors import InputError
 from flare_eval.io.atomic import atomic_path
-from flare_eval.io.itk import is_itk_file, load_itk, save_itk
+from flare_eval.io.itk import is_itk_file, load_itk, read_itk_header, save_itk
 from flare_eval.typing import Spacing, StrPath
 
 __all__ = [
@@ -121,6 +122,18 @@ def _parse_header(head: bytes, path: Path) -> tuple[nib.Nifti1Header, NDArray[np
 # Deflate's largest ratio (a 258-byte match in under 2 bits): no stream of n bytes inflates to
 # more than ~1032 n, so a header asking for more is truncated whatever the stream holds
 _DEFLATE_MAX_RATIO = 1032
+
+
+def _check_room(path: Path, needed: int, file_bytes: int, expansion: int) -> None:
+    """Refuse a header that asks for more bytes than the file can hold, before a buffer of the
+    header's size is made: NIfTI and ``.mha`` / ``.nrrd`` alike.
+
+    ``expansion`` is the most one byte of the file can become: 1 stored, ``_DEFLATE_MAX_RATIO``
+    deflated, the item size for text numbers (one character per value at least).
+    """
+    if needed > file_bytes * expansion:
+        raise InputError(f"{path}: truncated voxel data (the header needs {needed} bytes, "
+                         f"a file of {file_bytes} bytes cannot hold them)")
 _FTEXT, _FHCRC, _FEXTRA, _FNAME, _FCOMMENT = 1, 2, 4, 8, 16
 
 
@@ -239,13 +252,18 @@ class _PlainReader:
 def _load(path: StrPath, shape: tuple[int, ...] | None = None
           ) -> tuple[NDArray[np.generic], Spacing, NDArray[np.float64], Path]:
     """``(data, spacing, affine, path)``; ``.mha`` / ``.nrrd`` through
-    :func:`~flare_eval.io.itk.load_itk` (``shape`` checked after reading), NIfTI by
-    :func:`_load_nifti`."""
+    :func:`~flare_eval.io.itk.load_itk` after the checks of their header (``shape``, the room
+    the file has), NIfTI by :func:`_load_nifti`."""
     path = Path(path)
     if is_itk_file(path):
+        header = read_itk_header(path)
+        if shape is not None and header.shape != tuple(shape):
+            raise ShapeMismatch(path, header.shape, tuple(shape))
+        expansion = {"raw": 1, "deflate": _DEFLATE_MAX_RATIO, "text": header.itemsize}
+        # math.prod: exact for any declared size (a numpy product can overflow int64)
+        _check_room(path, math.prod(header.shape) * header.itemsize, header.file_bytes,
+                    expansion[header.encoding])
         data, spacing, affine = load_itk(path)
-        if shape is not None and data.shape != tuple(shape):
-            raise ShapeMismatch(path, data.shape, tuple(shape))
         return data, spacing, affine, path
     return _load_nifti(path, shape)
 
@@ -293,10 +311,7 @@ def _load_nifti(path: Path, shape: tuple[int, ...] | None
                              "at most 8 bytes)")
         offset = int(header.get_data_offset())
         needed = offset + int(np.prod(found)) * dtype.itemsize
-        most = len(raw) * (_DEFLATE_MAX_RATIO if gzipped else 1)
-        if needed > most:  # refused before a buffer of the header's size is made
-            raise InputError(f"{path}: truncated voxel data (the header needs {needed} bytes, "
-                             f"a file of {len(raw)} bytes cannot hold them)")
+        _check_room(path, needed, len(raw), _DEFLATE_MAX_RATIO if gzipped else 1)
         reader = _GzipReader(raw) if gzipped else _PlainReader(raw)
         buffer = reader.read(needed)
         got = len(buffer)

@@ -7,12 +7,14 @@ affine from the result.
 
 from __future__ import annotations
 
+import zlib
+
 import nibabel as nib
 import numpy as np
 import pytest
 
 from flare_eval.errors import InputError
-from flare_eval.io import LabelWarning, read_image, read_label, write_label
+from flare_eval.io import LabelWarning, ShapeMismatch, read_image, read_label, write_label
 from tests.conftest import require_module
 
 sitk = require_module("SimpleITK")
@@ -119,3 +121,60 @@ def test_shape_and_pixel_rules_are_the_nifti_ones(tmp_path):
         assert read_label(tmp_path / "o.nrrd", max_label=14).data.max() == 0
     image = read_image(tmp_path / "o.nrrd")
     assert image.data.dtype == np.int16 and image.data[0, 0, 0] == 20
+
+
+def _bomb(path, size: str, compressed: bool = True) -> None:
+    """A header declaring ``size`` voxels of one byte, followed by 100 zeros deflated (~12 bytes)."""
+    voxels = zlib.compress(b"\0" * 100)
+    if path.suffix == ".mha":
+        header = ("ObjectType = Image\nNDims = 3\nDimSize = " + size + "\nElementType = MET_UCHAR\n"
+                  + (f"CompressedData = True\nCompressedDataSize = {len(voxels)}\n" if compressed else "")
+                  + "ElementDataFile = LOCAL\n")
+    else:
+        header = (f"NRRD0004\ntype: uint8\ndimension: 3\nsizes: {size}\n"
+                  f"encoding: {'gzip' if compressed else 'raw'}\n\n")
+    path.write_bytes(header.encode() + voxels)
+
+
+@pytest.mark.parametrize("ext", [".mha", ".nrrd"])
+def test_a_small_file_declaring_a_huge_volume_is_refused_on_its_header(tmp_path, ext):
+    """10^12 voxels from a file of about 150 bytes: deflate inflates a byte to 1032 at most, so
+    the file cannot hold them; refused before ITK allocates (it would allocate 1 TB)."""
+    path = tmp_path / f"bomb{ext}"
+    _bomb(path, "10000 10000 10000")
+    size = path.stat().st_size
+    with pytest.raises(InputError, match=rf"bomb\{ext}: truncated voxel data \(the header needs "
+                                         rf"1000000000000 bytes, a file of {size} bytes cannot"):
+        read_label(path)
+    # the expected shape is checked on the header first, as for NIfTI
+    with pytest.raises(ShapeMismatch, match=r"\(10000, 10000, 10000\)"):
+        read_label(path, shape=(4, 4, 4))
+    # at the bound: 1032 x the file's bytes pass the header checks (and ITK then reads them)
+    just = tmp_path / f"just{ext}"
+    _bomb(just, "1 1 1")
+    edge = just.stat().st_size * 1032
+    _bomb(just, f"1 1 {edge}")  # the header grows with the digits of edge: still room
+    assert just.stat().st_size * 1032 >= edge
+    try:  # ITK's own error (its stream ends early) or a volume, never the refusal on the header
+        read_label(just)
+    except InputError as err:
+        assert "unreadable" in err.message and "truncated voxel data" not in err.message
+    # stored (not compressed) voxels: the file holds as many bytes as voxels at most
+    raw = tmp_path / f"raw{ext}"
+    _bomb(raw, "10 10 10", compressed=False)
+    with pytest.raises(InputError, match=r"truncated voxel data \(the header needs 1000 bytes"):
+        read_label(raw)
+
+
+def test_nrrd_encodings(tmp_path):
+    # text numbers: "0 " is two characters for an 8-byte double (4 x the file's bytes)
+    values = np.zeros((3, 3, 3))
+    values[1, 1, 1] = 2
+    text = " ".join(str(int(v)) for v in values.ravel(order="F"))
+    (tmp_path / "t.nrrd").write_text("NRRD0004\ntype: double\ndimension: 3\nsizes: 3 3 3\n"
+                                     f"encoding: ascii\n\n{text}\n")
+    np.testing.assert_array_equal(read_image(tmp_path / "t.nrrd").data, values)
+    (tmp_path / "b.nrrd").write_bytes(b"NRRD0004\ntype: uint8\ndimension: 3\nsizes: 3 3 3\n"
+                                      b"encoding: bzip2\n\nBZh9")
+    with pytest.raises(InputError, match=r"b\.nrrd: NRRD encoding bzip2 is not read; expected one of"):
+        read_label(tmp_path / "b.nrrd")
