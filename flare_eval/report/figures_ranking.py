@@ -420,8 +420,8 @@ def significance_figure(significance: pd.DataFrame, leaderboard: pd.DataFrame) -
     better than the column team (one-sided Wilcoxon, Holm-adjusted; ``significance.csv``).
 
     Each cell of up to :data:`P_VALUE_TEAMS` teams shows its Holm-adjusted p-value; a map with
-    no significant pair says so, with its smallest adjusted p-value, so that an empty map is
-    not mistaken for a drawing error.
+    no significant pair says so under its title, with its smallest adjusted p-value, so that an
+    empty map is not mistaken for a drawing error (in the title, the note hides no cell).
 
     Parameters
     ----------
@@ -455,16 +455,15 @@ def significance_figure(significance: pd.DataFrame, leaderboard: pd.DataFrame) -
                 ax.text(j, i, f"{p_holm:.2f}" if p_holm >= 0.01 else "<.01", ha="center",
                         va="center", fontsize=6, color="white" if significant else "#555555")
         ax.imshow(grid, cmap=cmap, vmin=0, vmax=1)
+        heading = _label(metric)
         if not rows["significant"].astype(bool).any():
             smallest = rows["p_holm"].min()
-            note = "no significant pair" + (f"\n(smallest p = {smallest:.2f})"
-                                            if np.isfinite(smallest) else "")
-            ax.text(0.5, 0.5, note, transform=ax.transAxes, ha="center", va="center",
-                    fontsize=8, bbox={"facecolor": "white", "edgecolor": "#999999", "alpha": 0.9})
+            heading += "\nno significant pair" + (f"\n(smallest p = {smallest:.2f})"
+                                                  if np.isfinite(smallest) else "")
         labels = order if len(order) <= 15 else [""] * len(order)
         ax.set_xticks(range(len(order)), labels, rotation=90, fontsize=7)
         ax.set_yticks(range(len(order)), labels, fontsize=7)
-        ax.set_title(_label(metric), fontsize=9)
+        ax.set_title(heading, fontsize=9)
     for ax in axes[len(metrics):]:
         ax.set_axis_off()
     fig.suptitle(title, fontsize=10)

@@ -179,13 +179,30 @@ def test_significance_map_without_significant_pair_says_so() -> None:
         columns=["metric", "team", "other", "p_value", "p_holm", "significant"])
     fig = significance_figure(sig, board)
     organ, runtime = fig.axes[:2]
-    organ_texts = [t.get_text() for t in organ.texts]
-    assert "no significant pair\n(smallest p = 0.14)" in organ_texts
+    # the note, wherever it is drawn (a text of the axes or its title), covers no cell's p-value
+    notes = [t for t in [*organ.texts, organ.title]
+             if "no significant pair\n(smallest p = 0.14)" in t.get_text()]
+    assert len(notes) == 1
+    cells = [t for t in organ.texts if t is not notes[0]]
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    renderer = FigureCanvasAgg(fig).get_renderer()
+    fig.draw(renderer)  # lays the figure out: positions as saved
+    patch = notes[0].get_bbox_patch()  # the box drawn around a text, where it has one
+    note_box = (notes[0].get_window_extent(renderer) if patch is None
+                else patch.get_window_extent(renderer))
+    from matplotlib.transforms import Bbox
+
+    # each annotated cell: the unit square around its text's position, on screen
+    squares = [Bbox(organ.transData.transform([np.subtract(t.get_position(), 0.5),
+                                               np.add(t.get_position(), 0.5)])) for t in cells]
+    assert not any(note_box.overlaps(square) for square in squares)
+    assert not note_box.overlaps(runtime.title.get_window_extent(renderer))  # nor the next map's
     # every pair's adjusted p-value in its cell: row a, column b holds 0.14
-    cell = {(round(t.get_position()[1]), round(t.get_position()[0])): t.get_text()
-            for t in organ.texts if t.get_text() != organ_texts[-1]}
+    cell = {(round(t.get_position()[1]), round(t.get_position()[0])): t.get_text() for t in cells}
+    assert len(cell) == 6
     assert cell[(0, 1)] == "0.14" and cell[(2, 1)] == "0.90" and cell[(1, 0)] == "1.00"
-    runtime_texts = [t.get_text() for t in runtime.texts]
+    runtime_texts = [t.get_text() for t in [*runtime.texts, runtime.title]]
     assert not any("no significant pair" in t for t in runtime_texts)
     assert "<.01" in runtime_texts  # a over c, p = 0.004
     assert runtime.images[0].get_array()[0, 2] == 1.0  # and that cell is filled
