@@ -37,13 +37,15 @@ refused (to re-rank finished results differently, use 'flare-eval rank OUT/resul
 With --slots, cases run side by side, one container per slot, each pinned to its slot's cores
 and GPU (by UUID) and sampling that GPU only; by default the teams go in order, each team's
 cases spread over the (identical) slots; --interleave-teams queues one case of each team in
-turn. runs.csv records each case's host, slot, cores and GPU.
+turn. runs.csv records each case's host, slot, cores and GPU. With --scheduler, the cases run
+on a dask cluster of slot workers on many hosts (each worker one slot: --resources SLOT=1 and
+FLARE_EVAL_SLOT, its own docker engine), and each case's results come back into OUT.
 
 examples:
   flare-eval evaluate --submissions tarballs --images test/images --labels test/labels \\
       --out eval23 --slots auto --timeout 600
   flare-eval evaluate --submissions tarballs --images test/images --labels test/labels \\
-      --out eval23 --gpu 0 --timeout 600 --scheduler tcp://10.0.0.5:8786
+      --out eval23 --timeout 600 --scheduler tcp://10.0.0.5:8786
 """
 
 
@@ -77,8 +79,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--allow-uneven-slots", action="store_true",
                    help="warn about uneven slots instead of refusing them")
     p.add_argument("--scheduler", metavar="ADDRESS", default=None,
-                   help="dask.distributed scheduler (tcp://HOST:PORT) to score on; containers "
-                        "still run here")
+                   help="dask.distributed scheduler (tcp://HOST:PORT) to run the containers on "
+                        "(slot workers with --resources SLOT=1, docs/scale-out.md) and to score on")
     p.add_argument("--workers", type=int, default=1,
                    help="local scoring processes (without --scheduler)")
     p.add_argument("--bootstrap", type=int, default=1000, metavar="N",
@@ -188,7 +190,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
                                     **({} if args.pids_limit is None
                                        else {"pids_limit": args.pids_limit})),
             n_bootstrap=args.bootstrap, seed=args.seed, workers=args.workers, executor=executor,
-            progress=progress,
+            scheduler=args.scheduler, progress=progress,
         )
     _print_summary(console, result)
     return EXIT_PARTIAL if not result.failures.empty else EXIT_OK

@@ -239,6 +239,7 @@ def evaluate(
     seed: int = 0,
     workers: int = 1,
     executor: Executor | None = None,
+    scheduler: str | None = None,
     client: Any = None,
     progress: ProgressCallback | None = None,
 ) -> Evaluation:
@@ -283,8 +284,13 @@ def evaluate(
     workers
         Scoring processes of the local pool (ignored with ``executor``).
     executor
-        Where the scoring runs instead, e.g. ``distributed.Client(address).get_executor()``:
-        the containers always run here, one at a time.  Workers must see the same paths.
+        Where the scoring runs instead, e.g. ``distributed.Client(address).get_executor()``.
+        Workers must see the same paths.
+    scheduler
+        Run the containers on this dask cluster's slot workers (``tcp://HOST:PORT``;
+        :mod:`flare_eval.runner.fleet`), each case's results written here as it arrives;
+        ``None``: here, on ``slots``. Not together with ``slots``, ``gpu_index`` or
+        ``calibration`` (each worker is one slot of its host).
     client
         A ``docker.DockerClient``; by default the environment's engine.
     progress
@@ -320,7 +326,14 @@ def evaluate(
     submissions = find_submissions(Path(submissions_dir))
     cases = _test_cases(images, labels)
     options = dataclasses.replace(container, gpu_index=gpu_index)
-    run_slots = resolve_slots(slots, gpu_index)
+    if scheduler is not None:
+        given = [name for name, value in (("--slots", slots), ("--gpu", gpu_index),
+                                          ("--calibration", calibration)) if value is not None]
+        if given:
+            raise ConfigError(f"--scheduler and {', '.join(given)}: on a cluster each worker "
+                              "is one slot of its host", hint="set FLARE_EVAL_SLOT per worker "
+                              "(docs/scale-out.md) and calibrate each host there")
+    run_slots = [] if scheduler is not None else resolve_slots(slots, gpu_index)
     score_options = ScoreOptions(preset=preset)
     configuration = {
         **score_options.fingerprint(),
@@ -328,6 +341,8 @@ def evaluate(
         "container": dataclasses.asdict(options),
         "slots": [slot.describe() for slot in run_slots],
         "interleave_teams": interleave_teams,
+        # a cluster run's timings come from other hosts: never mixed with a local run's
+        **({"runner": "cluster"} if scheduler is not None else {}),
         "output_limits": dataclasses.asdict(limits),
         "n_bootstrap": n_bootstrap,
         "seed": seed,
@@ -346,7 +361,7 @@ def evaluate(
             write_status(out, {"complete": False, "stage": stage, "teams": teams})
 
         save("run")
-        if client is None:
+        if client is None and scheduler is None:
             from flare_eval.runner import connect
 
             client = connect()
@@ -360,11 +375,20 @@ def evaluate(
                 done += n
                 report("run", done, total, text)
 
-        for team, entry in _run_teams(
+        if scheduler is not None:
+            from flare_eval.runner.fleet import run_teams_on_cluster
+
+            entries = run_teams_on_cluster(
+                scheduler, [(s.team, s.path) for s in submissions], images, results,
+                options=options, interleave=interleave_teams, timeout_s=timeout_s,
+                gpu_tolerance_mib=preset.gpu_tolerance_mib, limits=limits, advance=advance,
+                skip=lambda team: _runs_finished(results / team, cases))
+        else:
+            entries = _run_teams(
                 client, submissions, images, results, cases, options=options, slots=run_slots,
                 interleave=interleave_teams, timeout_s=timeout_s,
-                gpu_tolerance_mib=preset.gpu_tolerance_mib, limits=limits,
-                advance=advance).items():
+                gpu_tolerance_mib=preset.gpu_tolerance_mib, limits=limits, advance=advance)
+        for team, entry in entries.items():
             teams[team].update(entry)
         save("run")
         _score_all(teams, results, labels, score_options, workers=workers, executor=executor,

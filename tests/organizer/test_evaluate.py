@@ -22,19 +22,16 @@ import signal
 import subprocess
 import sys
 import time
-import uuid
-from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
 from flare_eval.cli.main import main
-from flare_eval.io import read_label, write_label
-from flare_eval.phantoms import simulate_prediction, write_phantom_set
 from flare_eval.runner.docker_backend import CONTAINER_LABEL, WORK_LABEL
 from flare_eval.runner.intake import case_folder
-from tests.conftest import busybox_rootfs, require_module
+from tests.conftest import require_module
+from tests.organizer.conftest import Challenge, Team, build_challenge, remove_tags
 
 require_module("psutil")  # the runner's sampler
 pytest.importorskip("matplotlib")  # the report
@@ -46,44 +43,6 @@ SCORE_TABLES = ("per_case.csv", "cases.csv", "metrics_long.csv", "lesions_per_ca
 RANKING_TABLES = ("bootstrap_kendall.csv", "bootstrap_ranks.csv", "bootstrap_summary.csv")
 
 
-#: The image's submission: copy the baked prediction of the case in /workspace/inputs, unless
-#: the case is the team's CRASH case (exit 3, no output) or HANG case (sleeps past any timeout).
-PREDICT_SH = """\
-f=$(ls /workspace/inputs)
-id=${f%_0000.nii.gz}
-case "$id" in
-  CRASH) echo "boom on $id" >&2; exit 3 ;;
-  HANG) sleep 120 ;;
-esac
-cp "/workspace/preds/$id.nii.gz" "/workspace/outputs/$id.nii.gz"
-"""
-APPLETS = ("sh", "ls", "cp", "sleep", "echo")
-
-
-@dataclass(frozen=True)
-class Team:
-    name: str
-    quality: str
-    crash: str = "-"
-    hang: str = "-"
-
-
-@dataclass(frozen=True)
-class Challenge:
-    """The hidden test set and the submissions folder of the tests."""
-
-    images: Path
-    labels: Path
-    submissions: Path
-    cases: list[str]
-    tags: list[str]
-
-
-def _team_rootfs(script: str, predictions: dict[str, bytes]) -> bytes:
-    return busybox_rootfs(APPLETS, {"workspace/predict.sh": script.encode(), **{
-        f"workspace/preds/{case}.nii.gz": data for case, data in predictions.items()}})
-
-
 @pytest.fixture(scope="module")
 def challenge(docker_client, tmp_path_factory) -> Challenge:
     """3 phantom cases; teams alpha (excellent), bravo (good, crashes on the last case),
@@ -91,40 +50,12 @@ def challenge(docker_client, tmp_path_factory) -> Challenge:
     tarball is no image at all.  The images are removed from the engine after saving, so that
     the pipeline has to load them."""
     root = tmp_path_factory.mktemp("challenge")
-    cases = write_phantom_set(root / "test", cases=3, seed=40, shape=(32, 32, 24),
-                              spacing_mm=(10.0, 10.0, 12.0), prefix="hidden")
-    teams = (Team("alpha", "excellent"), Team("bravo", "good", crash=cases[2]),
-             Team("charlie", "poor", hang=cases[0]))
-    submissions = root / "submissions"
-    submissions.mkdir()
-    run_id = uuid.uuid4().hex[:8]
-    tags = []
-    for t, team in enumerate(teams):
-        predictions = {}
-        for k, case in enumerate(cases):
-            label = read_label(root / "test" / "labels" / f"{case}.nii.gz")
-            path = root / "preds" / team.name / f"{case}.nii.gz"
-            write_label(path, simulate_prediction(label.data, 100 * t + k, quality=team.quality),
-                        affine=label.affine)
-            predictions[case] = path.read_bytes()
-        script = PREDICT_SH.replace("CRASH", team.crash).replace("HANG", team.hang)
-        tag = f"flare-eval-org-{run_id}-{team.name}:latest"
-        repository, version = tag.split(":")
-        docker_client.api.import_image_from_data(
-            _team_rootfs(script, predictions), repository=repository, tag=version,
-            changes=["WORKDIR /workspace", "ENV PATH=/bin"])
-        with (submissions / f"{team.name}.tar").open("wb") as stream:
-            for chunk in docker_client.images.get(tag).save(named=True):
-                stream.write(chunk)
-        docker_client.images.remove(tag, force=True)
-        tags.append(tag)
-    (submissions / "delta.tar.gz").write_bytes(b"not a docker image")
-    yield Challenge(root / "test" / "images", root / "test" / "labels", submissions, cases, tags)
-    for tag in tags:  # loaded again by the pipeline
-        try:
-            docker_client.images.remove(tag, force=True)
-        except Exception:  # noqa: BLE001 - already gone is fine in a clean-up
-            pass
+    built = build_challenge(docker_client, root, cases=3, teams=lambda cases: (
+        Team("alpha", "excellent"), Team("bravo", "good", crash=cases[2]),
+        Team("charlie", "poor", hang=cases[0])))
+    (built.submissions / "delta.tar.gz").write_bytes(b"not a docker image")
+    yield built
+    remove_tags(docker_client, built.tags)
 
 
 def _args(challenge, out: Path, *, timeout: str = TIMEOUT_S, seed: str = "7",

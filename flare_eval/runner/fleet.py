@@ -1,0 +1,431 @@
+"""Cases run on many hosts: a dask.distributed cluster of slot workers, results kept here.
+
+Each worker is one slot (:mod:`flare_eval.runner.slots`): it declares the resource ``SLOT=1``
+(``dask worker ADDRESS --nthreads 1 --resources SLOT=1``), names its cores and GPU in the
+environment variable ``FLARE_EVAL_SLOT`` (one ``--slots`` item, such as ``0:0-7`` or
+``cpu:0``; unset: the whole host, unpinned, no GPU) and runs containers on its own docker
+engine (its ``DOCKER_HOST``). Every case is one task that needs ``SLOT=1``, so a worker runs
+one case at a time.
+
+A worker runs its case with the same code as a local run (:class:`~flare_eval.runner.run.TeamRun`:
+staging, intake, checks, records) into a staging folder of its own host, and sends the
+case's record, the prediction's bytes (after the runner's intake and checks) and the logs'
+tails back; the organizer's process writes them into its ``--out``, the record last and
+atomically, as each case arrives. The worker never writes the organizer's folder.
+
+Images: the organizer computes the tarball's image ID (the SHA-256 of the image config it
+holds); a worker loads the tarball (read by path: every worker must see the submissions at
+the organizer's path) only when its engine lacks that ID, once per host (a lock in the
+host's temporary folder), and refuses the case as ``error`` when the loaded image has
+another ID (the worker's copy of the tarball differs).
+
+Crash safety: a worker that dies takes its case with it; dask runs the task again on another
+worker and only one result comes back per case. The organizer killed, the run started again
+skips every case whose record arrived, as a local run does.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import fcntl
+import hashlib
+import json
+import os
+import shutil
+import socket
+import tarfile
+import tempfile
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, cast
+
+from flare_eval.errors import ConfigError, RunnerError
+from flare_eval.io import atomic_write_text
+from flare_eval.io.atomic import atomic_path
+from flare_eval.io.layout import LABEL_EXTENSIONS
+from flare_eval.runner.docker_backend import DockerOptions
+from flare_eval.runner.execution import Backend, Execution
+from flare_eval.runner.intake import OutputLimits, SpaceGuard
+from flare_eval.runner.sampler import ResourceSampler
+from flare_eval.runner.slots import Slot
+
+__all__ = ["SLOT_RESOURCE", "SLOT_ENV", "CaseTask", "CaseResult", "tarball_image_ids",
+           "worker_slot", "run_case_task", "run_teams_on_cluster"]
+
+#: The dask resource every case needs one of; each slot worker declares one.
+SLOT_RESOURCE = "SLOT"
+#: Environment variable of a worker naming its slot (one ``--slots`` item).
+SLOT_ENV = "FLARE_EVAL_SLOT"
+
+
+def tarball_image_ids(tarball: Path) -> frozenset[str]:
+    """The IDs an engine may give the one image of a ``docker save`` tarball.
+
+    The classic image store names an image by the SHA-256 of its config; the containerd
+    store by that of its manifest or index. All are digests of the tarball's own bytes.
+
+    Raises
+    ------
+    RunnerError
+        The file is no ``docker save`` tarball of exactly one image.
+    """
+    try:
+        with tarfile.open(tarball, "r:*") as archive:
+            manifest = json.load(_member(archive, "manifest.json"))
+            if not isinstance(manifest, list) or len(manifest) != 1:
+                raise RunnerError(
+                    f"--submissions {tarball}: expected a tarball of exactly one image, its "
+                    f"manifest.json lists {len(manifest) if isinstance(manifest, list) else 0}",
+                    hint="save one image per team: docker save team:latest -o team.tar.gz")
+            ids = {_digest(_member(archive, manifest[0]["Config"]))}
+            names = set(archive.getnames())
+            if "index.json" in names:
+                ids.add(_digest(_member(archive, "index.json")))
+                for entry in json.load(_member(archive, "index.json")).get("manifests", []):
+                    ids.add(entry["digest"])
+    except (tarfile.TarError, OSError, KeyError, TypeError, ValueError) as err:
+        raise RunnerError(
+            f"--submissions {tarball}: not a docker save tarball ({type(err).__name__}: {err})",
+            hint="pass a tarball made by 'docker save IMAGE -o team.tar.gz'") from None
+    return frozenset(ids)
+
+
+def _member(archive: tarfile.TarFile, name: str) -> Any:
+    stream = archive.extractfile(name)
+    if stream is None:
+        raise KeyError(f"{name} is not a file in the tarball")
+    return stream
+
+
+def _digest(stream: Any) -> str:
+    return "sha256:" + hashlib.sha256(stream.read()).hexdigest()
+
+
+def worker_slot(name: str, spec: str | None = None) -> Slot:
+    """The slot of this worker: ``spec`` (default ``$FLARE_EVAL_SLOT``), named ``name``.
+
+    Raises
+    ------
+    ConfigError
+        ``spec`` does not name exactly one slot of this host.
+    """
+    from flare_eval.runner.slots import default_slot, parse_slots
+
+    spec = os.environ.get(SLOT_ENV) if spec is None else spec
+    if not spec:
+        return dataclasses.replace(default_slot(None), name=name)
+    slots = parse_slots(spec)
+    if len(slots) != 1:
+        raise ConfigError(f"{SLOT_ENV}={spec}: a worker is one slot, this names {len(slots)}",
+                          hint="start one worker per slot, e.g. FLARE_EVAL_SLOT=0:0-7")
+    return dataclasses.replace(slots[0], name=name)
+
+
+@dataclass(frozen=True)
+class CaseTask:
+    """One case of one team, as sent to a worker (plain, picklable data).
+
+    Attributes
+    ----------
+    run_key
+        Names the organizer's run (host and ``--out``): the worker's staging folder of the
+        case is derived from it, so a case tried again on one host reuses it.
+    team, case
+        The team and the case id.
+    tarball
+        The team's ``docker save`` tarball, at the path every worker sees.
+    image_ids
+        What the organizer computed from it (:func:`tarball_image_ids`).
+    images_dir
+        The folder of the test images, at the path every worker sees.
+    options, timeout_s, gpu_tolerance_mib, period_s, log_cap_bytes, limits
+        As for :func:`~flare_eval.runner.run.run_submission`.
+    """
+
+    run_key: str
+    team: str
+    case: str
+    tarball: str
+    image_ids: frozenset[str]
+    images_dir: str
+    options: DockerOptions
+    timeout_s: float | None
+    gpu_tolerance_mib: float
+    period_s: float
+    log_cap_bytes: int
+    limits: OutputLimits
+
+
+@dataclass(frozen=True)
+class CaseResult:
+    """What comes back of one case: its record and the files the organizer writes.
+
+    Attributes
+    ----------
+    team, case
+        As in the task.
+    document
+        The case's efficiency JSON (its ``record`` is the ``runs.csv`` row).
+    prediction
+        ``(file name, bytes)`` of the valid prediction, or ``None``.
+    logs
+        ``{"stdout": text, "stderr": text}``, the capped tails.
+    """
+
+    team: str
+    case: str
+    document: dict[str, Any]
+    prediction: tuple[str, bytes] | None
+    logs: dict[str, str]
+
+
+class _Refused:
+    """A backend that runs nothing: the case is recorded as ``error`` with ``message``."""
+
+    def __init__(self, message: str) -> None:
+        self.message = message
+
+    def run_case(self, inputs_dir: Path, outputs_dir: Path, *, timeout_s: float | None,
+                 sampler: ResourceSampler, name: str, guard: SpaceGuard | None = None
+                 ) -> Execution:
+        sampler.start()
+        return Execution(None, False, False, 0.0, b"", b"", sampler.stop(), error=self.message)
+
+    def describe(self) -> dict[str, Any]:
+        return {"backend": "refused"}
+
+    def on_slot(self, slot: Slot) -> _Refused:
+        return self
+
+
+def _host_folder() -> Path:
+    folder = Path(tempfile.gettempdir()) / f"flare-eval-fleet-{os.getuid()}"
+    folder.mkdir(mode=0o700, exist_ok=True)
+    return folder
+
+
+def _image_on_host(client: Any, task: CaseTask) -> str | None:
+    """Load the team's image into this host's engine unless there; the error, if any."""
+    from flare_eval.runner.docker_backend import load_image
+
+    if any(_has(client, image_id) for image_id in task.image_ids):
+        return None
+    key = hashlib.sha256("\0".join(sorted(task.image_ids)).encode()).hexdigest()[:24]
+    # One load per host: the slot workers of a host share its engine.
+    with (_host_folder() / f"image-{key}.lock").open("a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if any(_has(client, image_id) for image_id in task.image_ids):
+            return None
+        try:
+            loaded = client.images.get(load_image(client, task.tarball)).id
+        except RunnerError as err:
+            return f"on host {socket.gethostname()}: {err.message}"
+    if loaded not in task.image_ids:
+        return (f"on host {socket.gethostname()}, {task.tarball} loads as image {loaded}, but "
+                f"the organizer's copy is image {' or '.join(sorted(task.image_ids))}: the "
+                "copies differ")
+    return None
+
+
+def _has(client: Any, image_id: str) -> bool:
+    import docker.errors
+
+    try:
+        return client.images.get(image_id).id == image_id
+    except docker.errors.ImageNotFound:
+        return False
+
+
+def run_case_task(task: CaseTask) -> CaseResult:
+    """Run one case on this worker's slot and engine (the function each dask task calls).
+
+    The case runs through :class:`~flare_eval.runner.run.TeamRun` into a staging folder of
+    this host (left again before returning); a record already there, of an earlier try on
+    this host whose result never arrived, is sent instead of running the case again.
+    """
+    from distributed import get_worker
+
+    from flare_eval.runner.docker_backend import DockerBackend, connect
+    from flare_eval.runner.pool import run_on_slots
+    from flare_eval.runner.run import TeamRun
+
+    slot = worker_slot(str(get_worker().name))
+    client = connect()
+    refusal = _image_on_host(client, task)
+    backend: Backend = (_Refused(refusal) if refusal is not None else
+                        DockerBackend(client, _local_id(client, task.image_ids), task.options))
+    key = hashlib.sha256(f"{task.run_key}\0{task.team}\0{task.case}".encode()).hexdigest()[:24]
+    stage = _host_folder() / key
+    try:
+        with TeamRun(backend, Path(task.images_dir), stage, team=task.team,
+                     timeout_s=task.timeout_s, gpu_index=None, slots=[],
+                     gpu_tolerance_mib=task.gpu_tolerance_mib, period_s=task.period_s,
+                     log_cap_bytes=task.log_cap_bytes, limits=task.limits,
+                     retry_failed=False) as run:
+            # the stage's settings leave the slot out (each record names it): a case tried
+            # again on another slot of this host reuses the stage
+            run.todo = [(case, image) for case, image in run.todo if case == task.case]
+            run_on_slots(run.jobs(), [slot], period_s=task.period_s)
+            document = run.records[task.case]
+            team_dir = run.team_dir
+        predictions = [team_dir / "predictions" / f"{task.case}{extension}"
+                       for extension in LABEL_EXTENSIONS]
+        found = next((p for p in predictions if p.is_file()), None)
+        return CaseResult(
+            task.team, task.case, document,
+            None if found is None else (found.name, found.read_bytes()),
+            {stream: (team_dir / "logs" / f"{task.case}.{stream}.txt").read_text("utf-8")
+             for stream in ("stdout", "stderr")})
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+
+
+def _local_id(client: Any, image_ids: frozenset[str]) -> str:
+    return next(image_id for image_id in sorted(image_ids) if _has(client, image_id))
+
+
+class _Cluster:
+    """The settings a team folder of a cluster run records (``runner.json``); runs nothing
+    here (:class:`~flare_eval.runner.run.TeamRun` keeps the organizer's folder)."""
+
+    def __init__(self, image_ids: frozenset[str], options: DockerOptions) -> None:
+        # through JSON, so that a resumed run compares like with like (tuples become lists)
+        self._settings = json.loads(json.dumps({
+            "backend": "docker", "runner": "cluster", "image_ids": sorted(image_ids),
+            **dataclasses.asdict(options)}))
+
+    def describe(self) -> dict[str, Any]:
+        return dict(self._settings)
+
+
+def _store(team_dir: Path, result: CaseResult) -> None:
+    """Write one arrived case into the organizer's team folder, its record last."""
+    for extension in LABEL_EXTENSIONS:  # stale ones of an earlier, retried run (any format)
+        (team_dir / "predictions" / f"{result.case}{extension}").unlink(missing_ok=True)
+    if result.prediction is not None:
+        name, data = result.prediction
+        with atomic_path(team_dir / "predictions" / Path(name).name,
+                         suffix="".join(Path(name).suffixes)) as tmp:
+            tmp.write_bytes(data)
+    for stream, text in result.logs.items():
+        atomic_write_text(team_dir / "logs" / f"{result.case}.{stream}.txt", text)
+    atomic_write_text(team_dir / "efficiency" / f"{result.case}_0000.json",
+                      json.dumps(result.document))
+
+
+def run_teams_on_cluster(
+    address: str,
+    teams: Sequence[tuple[str, Path]],
+    images_dir: Path,
+    results: Path,
+    *,
+    options: DockerOptions,
+    interleave: bool,
+    timeout_s: float | None,
+    gpu_tolerance_mib: float,
+    limits: OutputLimits,
+    advance: Callable[[int, str], None],
+    skip: Callable[[str], bool],
+) -> dict[str, dict[str, Any]]:
+    """Run every team's unfinished cases on the cluster at ``address``; ``status.json`` entries.
+
+    Parameters
+    ----------
+    address
+        The dask scheduler (``tcp://HOST:PORT``).
+    teams
+        ``(team, tarball)`` pairs, in order.
+    images_dir
+        The test images (seen by every worker at this path).
+    results
+        The organizer's results folder: ``results/<team>/`` as a local run writes it.
+    options, timeout_s, gpu_tolerance_mib, limits
+        As for :func:`~flare_eval.runner.run.run_submission`.
+    interleave
+        Queue one case of each team in turn (:func:`~flare_eval.runner.pool.schedule`).
+    advance
+        ``advance(n, text)`` as cases arrive.
+    skip
+        ``skip(team)``: the team already ran every case (its tarball is not read again).
+
+    Raises
+    ------
+    ConfigError
+        No scheduler answers at ``address``.
+    RunnerError
+        A case failed on the cluster (a worker raised, or dask gave up after workers died
+        under it): the cases that arrived are kept, the same call resumes.
+    """
+    import contextlib
+
+    from distributed import Client, as_completed
+
+    from flare_eval.runner import OFFICIAL_PERIOD_S
+    from flare_eval.runner.pool import Job, schedule
+    from flare_eval.runner.run import TeamRun, _write_tables, find_cases
+
+    n_cases = len(find_cases(images_dir))
+    entries: dict[str, dict[str, Any]] = {}
+    run_key = f"{socket.gethostname()}\0{results.resolve()}"
+    with contextlib.ExitStack() as held:
+        try:
+            client = held.enter_context(Client(address, timeout="10s"))
+        except OSError as err:
+            raise ConfigError(f"--scheduler {address}: no dask scheduler answers ({err})") from None
+        runs: dict[str, TeamRun] = {}
+        queues: list[list[Job]] = []
+        tasks: dict[str, CaseTask] = {}
+        for team, tarball in teams:
+            if skip(team):  # spare reading a multi-GB tarball on a resume
+                advance(n_cases, f"{team}: already ran")
+                entries[team] = {"run": "done"}
+                continue
+            try:
+                image_ids = tarball_image_ids(tarball)
+            except RunnerError as err:
+                (results / team / "predictions").mkdir(parents=True, exist_ok=True)
+                advance(n_cases, f"{team}: not loadable")
+                entries[team] = {"run": "load_failed", "load_error": err.message}
+                continue
+            entries[team] = {"image_id": min(image_ids)}
+            run = held.enter_context(TeamRun(
+                cast(Backend, _Cluster(image_ids, options)), images_dir, results, team=team,
+                timeout_s=timeout_s, gpu_index=None, slots=[], gpu_tolerance_mib=gpu_tolerance_mib,
+                period_s=OFFICIAL_PERIOD_S, log_cap_bytes=1 << 20, limits=limits,
+                retry_failed=False))
+            advance(len(run.cases) - len(run.todo), f"{team}: resumed")
+            runs[team] = run
+            for case, _ in run.todo:
+                tasks[f"{team}: {case}"] = CaseTask(
+                    run_key, team, case, str(tarball), image_ids, str(images_dir), options, timeout_s,
+                    gpu_tolerance_mib, OFFICIAL_PERIOD_S, 1 << 20, limits)
+            # the queue's order is the local runner's (schedule), run by whichever slot is free
+            queues.append([Job(team, label, run_case_task) for label in tasks
+                           if tasks[label].team == team])  # type: ignore[arg-type]
+        order = [tasks[job.label] for job in schedule(queues, interleave=interleave)]
+        # Dask runs tasks of equal priority in submission order: higher first.
+        futures = [client.submit(run_case_task, task, resources={SLOT_RESOURCE: 1},
+                                 key=f"flare-eval-{task.team}-{task.case}-{uuid.uuid4().hex[:8]}",
+                                 priority=len(order) - k, pure=False)
+                   for k, task in enumerate(order)]
+        failure: str | None = None
+        for future in as_completed(futures):
+            try:
+                result = future.result()
+            except Exception as err:  # noqa: BLE001 - reported once the others are in
+                failure = failure or f"{future.key}: {type(err).__name__}: {err}"
+                continue
+            run = runs[result.team]
+            _store(run.team_dir, result)
+            run.records[result.case] = result.document
+            _write_tables(run.team_dir, run.team, run.records)
+            advance(1, f"{result.team}: {result.case}: {result.document['record']['status']}")
+        if failure is not None:
+            raise RunnerError(f"a case failed on the cluster ({failure}); the cases that "
+                              "arrived are kept", hint="run the same command again to resume")
+        for team, run in runs.items():
+            errors = sum(r["status"] == "error" for r in run.finish())
+            entries[team].update(run="incomplete" if errors else "done", engine_errors=errors)
+    return entries
