@@ -112,3 +112,15 @@ def busybox_rootfs(applets: tuple[str, ...], files: dict[str, bytes]) -> bytes:
             info.size = len(data)
             tar.addfile(info, io.BytesIO(data))
     return buffer.getvalue()
+
+
+def save_team_image(docker_client, rootfs: bytes, tag: str, tarball: Path) -> None:
+    """Import ``rootfs`` as image ``tag`` (no registry), ``docker save`` it to ``tarball`` (a
+    team's submission) and remove the tag: the runner under test loads the tarball itself."""
+    repository, version = tag.split(":")
+    docker_client.api.import_image_from_data(rootfs, repository=repository, tag=version,
+                                             changes=["WORKDIR /workspace", "ENV PATH=/bin"])
+    with tarball.open("wb") as stream:
+        for chunk in docker_client.images.get(tag).save(named=True):
+            stream.write(chunk)
+    docker_client.images.remove(tag, force=True)

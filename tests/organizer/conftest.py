@@ -14,7 +14,7 @@ from pathlib import Path
 
 from flare_eval.io import read_label, write_label
 from flare_eval.phantoms import simulate_prediction, write_phantom_set
-from tests.conftest import busybox_rootfs
+from tests.conftest import busybox_rootfs, save_team_image
 
 #: The image's submission: wait SLOW seconds, then copy the baked prediction of the case in
 #: /workspace/inputs, unless the case is the team's CRASH case (exit 3, no output) or HANG case
@@ -78,14 +78,8 @@ def build_challenge(docker_client, root: Path, *, cases: int,
         script = (PREDICT_SH.replace("CRASH", team.crash).replace("HANG", team.hang)
                   .replace("SLOW", f"{team.slow_s:g}"))
         tag = f"flare-eval-org-{run_id}-{team.name}:latest"
-        repository, version = tag.split(":")
-        docker_client.api.import_image_from_data(
-            _team_rootfs(script, predictions), repository=repository, tag=version,
-            changes=["WORKDIR /workspace", "ENV PATH=/bin"])
-        with (submissions / f"{team.name}.tar").open("wb") as stream:
-            for chunk in docker_client.images.get(tag).save(named=True):
-                stream.write(chunk)
-        docker_client.images.remove(tag, force=True)
+        save_team_image(docker_client, _team_rootfs(script, predictions), tag,
+                        submissions / f"{team.name}.tar")
         tags.append(tag)
     return Challenge(root / "test" / "images", root / "test" / "labels", submissions, ids, tags)
 

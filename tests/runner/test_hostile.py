@@ -30,7 +30,7 @@ from flare_eval.phantoms import write_phantom_set
 from flare_eval.runner import DockerOptions, LocalBackend, run_submission
 from flare_eval.runner.docker_backend import CONTAINER_LABEL, WORK_LABEL
 from flare_eval.runner.intake import OutputLimits, case_folder
-from tests.conftest import skip_or_fail
+from tests.conftest import save_team_image, skip_or_fail
 
 pytest.importorskip("psutil")
 pytest.importorskip("matplotlib")
@@ -187,13 +187,8 @@ def hostile(docker_client, tmp_path_factory):
         script = (PROLOGUE + body).replace("FIRST", cases[0]).replace(
             "LABELS", str(labels.resolve())).replace("RESULTS", str((out / "results").resolve()))
         tag = f"flare-eval-hostile-{uuid.uuid4().hex[:8]}:latest"
-        docker_client.api.import_image_from_data(
-            _rootfs(script, {**preds, **bad}), repository=tag.split(":")[0], tag="latest",
-            changes=["WORKDIR /workspace", "ENV PATH=/bin"])
-        with (submissions / f"{team}.tar").open("wb") as stream:
-            for chunk in docker_client.images.get(tag).save(named=True):
-                stream.write(chunk)
-        docker_client.images.remove(tag, force=True)
+        save_team_image(docker_client, _rootfs(script, {**preds, **bad}), tag,
+                        submissions / f"{team}.tar")
         tags.append(tag)
     before = _tree(labels, images, submissions)
     shadow = Path("/etc/shadow").read_bytes() if os.access("/etc/shadow", os.R_OK) else b""
