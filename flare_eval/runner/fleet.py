@@ -364,7 +364,7 @@ def run_teams_on_cluster(
 
     from flare_eval.runner import OFFICIAL_PERIOD_S
     from flare_eval.runner.pool import Job, schedule
-    from flare_eval.runner.run import TeamRun, _write_tables, find_cases
+    from flare_eval.runner.run import TeamRun, find_cases, write_tables
 
     n_cases = len(find_cases(images_dir))
     entries: dict[str, dict[str, Any]] = {}
@@ -420,7 +420,7 @@ def run_teams_on_cluster(
             run = runs[result.team]
             _store(run.team_dir, result)
             run.records[result.case] = result.document
-            _write_tables(run.team_dir, run.team, run.records)
+            write_tables(run.team_dir, run.team, run.records)
             advance(1, f"{result.team}: {result.case}: {result.document['record']['status']}")
         if failure is not None:
             raise RunnerError(f"a case failed on the cluster ({failure}); the cases that "

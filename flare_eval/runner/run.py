@@ -74,7 +74,7 @@ from flare_eval.runner.sampler import ResourceSampler
 from flare_eval.runner.slots import Slot, default_slot
 
 __all__ = ["RUN_STATUSES", "RUNS_COLUMNS", "INPUT_SUFFIX", "TeamRun", "find_cases",
-           "check_prediction", "resolve_slots", "run_submission"]
+           "check_prediction", "resolve_slots", "run_submission", "write_tables"]
 
 RUN_STATUSES: tuple[str, ...] = ("ok", "timeout", "crash", "oom", "no_output", "bad_output", "error")
 RUNS_COLUMNS: tuple[str, ...] = (
@@ -219,7 +219,9 @@ def _load_records(efficiency_dir: Path) -> dict[str, dict[str, Any]]:
     return records
 
 
-def _write_tables(team_dir: Path, team: str, records: dict[str, dict[str, Any]]) -> None:
+def write_tables(team_dir: Path, team: str, records: dict[str, dict[str, Any]]) -> None:
+    """Write ``runs.csv`` and ``<team>_Efficiency.csv`` of ``team_dir`` from the case records
+    (each case's efficiency JSON), in case order; also used by the fleet's organizer."""
     import pandas as pd
 
     runs = pd.DataFrame([r["record"] for _, r in sorted(records.items())],
@@ -445,7 +447,7 @@ class TeamRun:
                                     work, slot=slot, **self._settings)
             with self._lock:
                 self.records[case] = document
-                _write_tables(self.team_dir, self.team, self.records)
+                write_tables(self.team_dir, self.team, self.records)
         except OSError as err:
             if err.errno != errno.ENOSPC:
                 raise
@@ -457,7 +459,7 @@ class TeamRun:
 
     def finish(self) -> list[dict[str, Any]]:
         """Write the tables, drop the intake folder; the ``runs.csv`` rows in case order."""
-        _write_tables(self.team_dir, self.team, self.records)
+        write_tables(self.team_dir, self.team, self.records)
         shutil.rmtree(self.dirs[".incoming"], ignore_errors=True)
         return [self.records[case]["record"] for case, _ in self.cases if case in self.records]
 
