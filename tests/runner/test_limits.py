@@ -6,6 +6,7 @@ bubblewrap with the host's busybox) and pins the exact status, exit code and mes
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -241,3 +242,21 @@ def test_the_local_sandbox_holds_a_fork_bomb_and_an_allocation(tmp_path, make_in
     # hierarchies (v1) or in one (v2)
     assert len(made) == 5 and all(group is not None for group in made)
     assert [f for group in made for f in group.folders.values() if f.exists()] == []
+
+
+def test_the_default_limits_reach_the_sandbox_through_the_cli(tmp_path, make_inputs, local_backend):
+    from flare_eval.cli.main import main
+
+    out = tmp_path / "out"
+    args = ["run", "--backend", "local", "--submission", str(local_backend.submission),
+            "--inputs", str(make_inputs(["ok"])), "--out", str(out), "--no-progress"]
+    assert main(args) == 0
+    settings = json.loads((out / "submission" / "runner.json").read_text())
+    # docker's --pids-limit default (4096), and memory as docker: the official 28g, or the
+    # host's RAM where it has less
+    ram_mib = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // MIB
+    assert settings["pids_limit"] == 4096
+    assert settings["memory"] == ("28g" if ram_mib >= 28 * 1024 else f"{ram_mib}m")
+    assert main([*args[:-1], "--out", str(tmp_path / "out2"), "--pids-limit", "77"]) == 0
+    assert json.loads((tmp_path / "out2" / "submission" / "runner.json").read_text())[
+        "pids_limit"] == 77
