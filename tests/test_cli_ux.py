@@ -153,7 +153,10 @@ def test_demo_prints_the_leaderboard_and_how_to_open_the_report(
     monkeypatch.setattr(flare_eval.demo, "run_demo", fake_demo)
     out = tmp_path / "demo"
     assert main(["demo", "--out", str(out)]) == 0
-    lines = capsys.readouterr().out.splitlines()
+    captured = capsys.readouterr()
+    # the transient bar is not drawn on a stderr that is no terminal: not even a blank line
+    assert captured.err == ""
+    lines = captured.out.splitlines()
     start = lines.index("Leaderboard (lower mean rank is better):")
     assert start == 0  # piped stdout starts with the leaderboard: the bar is on stderr
     # best first; DSC/NSD to 4 decimals, mean rank to 3, seconds to 0.1, MiB·s whole with

@@ -46,7 +46,9 @@ def lazy_progress(*columns: Any, **progress_options: Any) -> Iterator[ProgressUp
 
     A bar started up front prints an empty ``0/?`` bar (or a blank line) before an error
     raised while the inputs are checked, and one merely made prints a blank line when stopped
-    on a console that is no terminal; this one exists only once work is counted.
+    on a console that is no terminal; this one exists only once work is counted. A transient
+    bar is not drawn at all on a console that is no terminal: it would leave nothing there
+    but rich's closing blank line.
 
     Parameters
     ----------
@@ -60,13 +62,18 @@ def lazy_progress(*columns: Any, **progress_options: Any) -> Iterator[ProgressUp
         name, made on its first update; ``fields`` are the task's ``{task.fields[...]}``
         for the columns.
     """
+    from rich.console import Console
     from rich.progress import Progress
 
     bar: list[Progress] = []
     tasks: dict[str, Any] = {}
+    console = progress_options.get("console") or Console()
+    drawn = console.is_terminal or not progress_options.get("transient")
 
     def update(done: int, total: int | None, description: str = "", task: str = "",
                **fields: Any) -> None:
+        if not drawn:
+            return
         if not bar:
             bar.append(Progress(*columns, **progress_options))
             bar[0].start()
