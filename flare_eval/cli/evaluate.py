@@ -92,7 +92,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_scoring_options(p)
     p.add_argument("--memory", default=None, metavar="SIZE",
                    help="container memory limit, swap included (default: the official 28g, or "
-                        "the engine host's RAM where it has less)")
+                        "the slot's share of the engine host's RAM where that is less: RAM x the "
+                        "slot's cores / the host's; more than the share is refused)")
     p.add_argument("--shm-size", default=None, metavar="SIZE",
                    help="container /dev/shm size (default as --memory)")
     p.add_argument("--pids-limit", type=int, default=None, metavar="N",

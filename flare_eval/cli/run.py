@@ -68,7 +68,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="folder with predict.sh (local backend)")
     p.add_argument("--memory", default=None, metavar="SIZE",
                    help="memory limit of a case, swap included (default: the official 28g, or "
-                        "the host's RAM where it has less; local: enforced as root)")
+                        "the slot's share of the host's RAM where that is less: RAM x the slot's "
+                        "cores / the host's; more than the share is refused; local: enforced as root)")
     p.add_argument("--shm-size", default=None, metavar="SIZE",
                    help="container /dev/shm size (default as --memory)")
     p.add_argument("--network", default="none", help="container network mode")

@@ -29,7 +29,7 @@ from flare_eval.runner.streams import Tail, read_into
 from flare_eval.runner.slots import Slot
 
 __all__ = ["CONTAINER_LABEL", "WORK_LABEL", "DEADLINE_LABEL", "DockerOptions", "DockerBackend",
-           "HostFitWarning", "OFFICIAL_MEMORY", "fit_to_host",
+           "OFFICIAL_MEMORY", "fit_to_host",
            "connect", "load_image", "remove_expired"]
 
 #: Label put on every container this runner creates (to find leftovers).
@@ -88,8 +88,8 @@ class DockerOptions:
         Cores the container is pinned to (``--cpuset-cpus 0-3``); ``None``: any.
     memory
         Memory limit (``-m``), swap included so an overrun is an OOM kill, not swapping.
-        ``None``: the official 28g, or the engine host's RAM where it has less (see
-        :func:`fit_to_host`).
+        ``None``: the official 28g, or the case's share of the engine host's RAM where that is
+        less (the slot's, :func:`~flare_eval.runner.slots.memory_share`; see :func:`fit_to_host`).
     shm_size
         Size of ``/dev/shm`` (``--shm-size``); ``None`` as ``memory``.
     network
@@ -124,55 +124,63 @@ class DockerOptions:
 OFFICIAL_MEMORY = "28g"
 
 
-class HostFitWarning(UserWarning):
-    """A default container setting was lowered to what the engine's host has."""
+def host_size(given: str | None, host_bytes: int, option: str, where: str, *,
+              host_cores: int = 1, cpus: frozenset[int] | None = None) -> str:
+    """A memory size for a case on ``cpus`` of a host (named ``where``) of ``host_bytes``
+    of RAM and ``host_cores`` cores.
 
-
-def host_size(given: str | None, host_bytes: int, option: str, where: str,
-              warn: bool = True) -> str:
-    """A memory size for a case on a host (named ``where``) of ``host_bytes`` of RAM.
-
-    Unset (None), the official 28g, lowered to ``host_bytes`` (with a :class:`HostFitWarning`
-    if ``warn``) where the host has less; a value given explicitly that exceeds the host is
-    refused, as the case could never be held to it.
+    The case's share is :func:`~flare_eval.runner.slots.memory_share` (all of the host for
+    an unpinned run). Unset (None), the official 28g, lowered to the share where it is less
+    (said in ``runner.json`` and ``runs.csv``, ``memory``); a value given explicitly that
+    exceeds the share is refused, as the case could take its neighbours' memory (or, over
+    the host, never be held to it).
 
     Raises
     ------
     ConfigError
-        An explicit size over ``host_bytes``, or one docker cannot parse.
-    """
-    import warnings
+        An explicit size over the share, or one docker cannot parse.
 
+    Examples
+    --------
+    >>> host_size(None, 64 * 2**30, "--memory", "a host")
+    '28g'
+    >>> host_size(None, 64 * 2**30, "--memory", "a host", host_cores=8, cpus=frozenset({0, 1}))
+    '16384m'
+    """
     from docker.errors import DockerException
     from docker.utils import parse_bytes
 
     from flare_eval.errors import ConfigError
+    from flare_eval.runner.slots import cpuset_text, memory_share
 
     try:
         size = parse_bytes(given or OFFICIAL_MEMORY)
     except DockerException as err:
         raise ConfigError(f"{option} {given!r}: not a size ({err})", hint="e.g. 16g, 512m") from None
-    if given is not None and size > host_bytes:
-        raise ConfigError(
-            f"{option} {given} exceeds the {host_bytes / 2**30:.1f} GiB of RAM of {where}",
-            hint=f"give at most {host_bytes // 2**20}m, or leave it unset")
-    if given is None and size > host_bytes:
-        given = f"{host_bytes // 2**20}m"
-        if warn:
-            warnings.warn(f"{option}: {where} has {host_bytes / 2**30:.1f} GiB of RAM, less than "
-                          f"the official {OFFICIAL_MEMORY}: {given} is used", HostFitWarning,
-                          stacklevel=3)
+    share = memory_share(host_bytes, host_cores, cpus)
+    if given is not None and size > share:
+        whose = (f"the {host_bytes / 2**30:.1f} GiB of RAM of {where}" if cpus is None else
+                 f"the {share / 2**30:.1f} GiB share of RAM of the slot on cores "
+                 f"{cpuset_text(cpus)} ({len(cpus)} of the {host_cores} cores of {where}, "
+                 f"{host_bytes / 2**30:.1f} GiB)")
+        raise ConfigError(f"{option} {given} exceeds {whose}",
+                          hint=f"give at most {share // 2**20}m, or leave it unset")
+    if given is None and size > share:
+        return f"{share // 2**20}m"
     return given or OFFICIAL_MEMORY
 
 
-def fit_to_host(options: DockerOptions, host_bytes: int) -> DockerOptions:
-    """``options`` with ``memory`` and ``shm_size`` resolved against the engine host's RAM
-    (:func:`host_size`)."""
+def fit_to_host(options: DockerOptions, host_bytes: int, *, host_cores: int = 1,
+                cpus: frozenset[int] | None = None) -> DockerOptions:
+    """``options`` with ``memory`` and ``shm_size`` resolved against the share of the engine
+    host's RAM of a case on ``cpus`` (:func:`host_size`)."""
     from dataclasses import replace
 
     where = "the docker engine's host"
-    return replace(options, memory=host_size(options.memory, host_bytes, "--memory", where),
-                   shm_size=host_size(options.shm_size, host_bytes, "--shm-size", where))
+    return replace(options, memory=host_size(options.memory, host_bytes, "--memory", where,
+                                             host_cores=host_cores, cpus=cpus),
+                   shm_size=host_size(options.shm_size, host_bytes, "--shm-size", where,
+                                      host_cores=host_cores, cpus=cpus))
 
 
 def connect() -> Any:
@@ -255,12 +263,24 @@ class DockerBackend:
         The image reference (see :func:`load_image`).
     options
         Container settings.
+    cpus
+        The slot's cores (set by :meth:`on_slot`): the memory share and its bound are the
+        slot's; ``None``: the whole host's.
     """
 
-    def __init__(self, client: Any, image: str, options: DockerOptions = DockerOptions()) -> None:
+    def __init__(self, client: Any, image: str, options: DockerOptions = DockerOptions(), *,
+                 cpus: frozenset[int] | None = None) -> None:
         self.client = client
         self.image = image
-        self.options = fit_to_host(options, int(client.info()["MemTotal"]))
+        self.given = options  # a slot's share is resolved from these, not from the host's
+        info = client.info()
+        self.options = fit_to_host(options, int(info["MemTotal"]), host_cores=int(info["NCPU"]),
+                                   cpus=cpus)
+
+    @property
+    def memory(self) -> str | None:
+        """The memory limit of each case's container (``runs.csv``, ``memory``)."""
+        return self.options.memory
 
     def describe(self) -> dict[str, Any]:
         image_id = self.client.images.get(self.image).id
@@ -277,9 +297,9 @@ class DockerBackend:
         where NVML named it)."""
         gpu = slot.gpu
         options = dataclasses.replace(
-            self.options, cpuset_cpus=slot.cpuset, gpu_index=None if gpu is None else gpu.index,
+            self.given, cpuset_cpus=slot.cpuset, gpu_index=None if gpu is None else gpu.index,
             gpu_uuid=None if gpu is None else gpu.uuid)
-        return DockerBackend(self.client, self.image, options)
+        return DockerBackend(self.client, self.image, options, cpus=slot.cpus)
 
     def _remove_leftovers(self, inputs_dir: Path) -> None:
         # A runner killed outright (SIGKILL, power loss) cannot remove its container; the

@@ -54,7 +54,15 @@ class Execution:
 
 
 class Backend(Protocol):
-    """Runs a submission on one case with ``/workspace/inputs`` and ``/workspace/outputs``."""
+    """Runs a submission on one case with ``/workspace/inputs`` and ``/workspace/outputs``.
+
+    Attributes
+    ----------
+    memory
+        The memory limit a case runs under (``28g``, ``16384m``; ``runs.csv``), or ``None``.
+    """
+
+    memory: str | None
 
     def run_case(
         self, inputs_dir: Path, outputs_dir: Path, *, timeout_s: float | None,

@@ -184,6 +184,8 @@ class CaseResult:
 class _Refused:
     """A backend that runs nothing: the case is recorded as ``error`` with ``message``."""
 
+    memory = None
+
     def __init__(self, message: str) -> None:
         self.message = message
 

@@ -98,7 +98,8 @@ class LocalBackend:
         ``None``: any.
     memory
         Memory limit of the case, swap included (``16g``); ``None``: as docker's default (the
-        official 28g, or this host's RAM where it has less). Enforced where cgroups are.
+        official 28g, or the case's share of this host's RAM where that is less: the slot's
+        with ``cpus``). Enforced where cgroups are.
     pids_limit
         Most processes and threads of the case (docker's default). Enforced where cgroups are.
 
@@ -116,9 +117,11 @@ class LocalBackend:
 
         self.submission = Path(submission).resolve()
         ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-        # Said once in runner.json, not warned: a participant's machine has less than the
-        # official 28g nearly always.
-        self.memory = host_size(memory, ram, "--memory", "this host", warn=False)
+        # Said in runner.json and runs.csv, not warned: a participant's machine has less
+        # than the official 28g nearly always.
+        self.given_memory = memory  # a slot's share is resolved from it, not from the host's
+        self.memory = host_size(memory, ram, "--memory", "this host",
+                                host_cores=os.cpu_count() or 1, cpus=cpus)
         self.memory_bytes = int(parse_bytes(self.memory))
         self.pids_limit = pids_limit
         self.cgroup = cgroup_support()
@@ -165,7 +168,7 @@ class LocalBackend:
         """This submission pinned to ``slot``'s cores, with its GPU's device nodes."""
         return LocalBackend(self.submission, network=self.network, dev_root=self.dev_root,
                             gpu_index=None if slot.gpu is None else slot.gpu.index, cpus=slot.cpus,
-                            memory=self.memory, pids_limit=self.pids_limit)
+                            memory=self.given_memory, pids_limit=self.pids_limit)
 
     def _sandbox_args(self, inputs_dir: Path, outputs_dir: Path) -> list[str]:
         args = [*self.pin, self.bwrap, "--die-with-parent", "--unshare-user", "--uid", str(NOBODY),

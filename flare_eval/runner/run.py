@@ -9,6 +9,7 @@ Layout written under ``OUT/<team>/``::
     <team>_Efficiency.csv           official columns, a row for every case that ran
     runs.csv                        one row per case: status, exit code, timings, GPU areas,
                                     where it ran (host, slot, cpuset, GPU name/UUID/driver)
+                                    and its memory limit (the slot's share by default)
     runner.json                     backend settings, sampler, versions (a resumed run must match;
                                     the timeout may change, each case's JSON records its own)
 
@@ -81,7 +82,7 @@ RUNS_COLUMNS: tuple[str, ...] = (
     "case", "name", "status", "exit_code", "oom_killed", "time_s", "max_gpu_mib",
     "auc_gpu_mibs", "auc_gpu_trapz_mibs", "auc_gpu_over_tolerance_mibs", "n_gpu_samples",
     "started_at", "finished_at", "host", "slot", "cpuset", "gpu_index", "gpu_name", "gpu_uuid",
-    "gpu_driver", "message",
+    "gpu_driver", "memory", "message",
 )
 #: Input files are ``<id>_0000.nii.gz``; the output must be ``<id>.nii.gz``.
 INPUT_SUFFIX = "_0000.nii.gz"
@@ -403,7 +404,9 @@ class TeamRun:
         _check_settings(self.team_dir, {
             **self.backend.describe(), "sampled_gpu_index": check["gpu_index"],
             "period_s": check["period_s"], "gpu_tolerance_mib": check["gpu_tolerance_mib"],
-            "slots": [slot.describe() for slot in check["slots"]],
+            # each slot's memory limit: its share of the host unless --memory is given
+            "slots": [{**slot.describe(), "memory": self._backend(slot).memory}
+                      for slot in check["slots"]],
             "versions": {"flare_eval": flare_eval.__version__},
         })
         self.records = _load_records(self.dirs["efficiency"])
@@ -493,6 +496,7 @@ def _run_one(backend: Backend, sampler: ResourceSampler, case: str, input_image:
         "started_at": started.isoformat(timespec="milliseconds"),
         "finished_at": finished.isoformat(timespec="milliseconds"),
         **_where(slot),
+        "memory": backend.memory,
         "message": message,
     }
     document = {

@@ -17,8 +17,10 @@ explicit
     to the slot before it: ``0:0-3,1:4-7`` (two GPU slots of four cores), ``cpu:0,cpu:1`` (two
     CPU-only slots), ``0:0-3,8-11`` (one slot of eight cores).
 
-Every slot also has a memory share (host RAM divided by the number of slots), recorded with the
-slot so that ``--memory`` can be checked against it.
+Every slot also has a share of the host's memory (:func:`memory_share`: the RAM in proportion
+to the slot's cores, so host RAM / N for ``N`` slots that split the cores): a container's
+memory limit defaults to it and an explicit ``--memory`` over it is refused, so that one slot's
+case cannot take the memory its neighbours' cases run in.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ from typing import Any
 from flare_eval.errors import ConfigError
 
 __all__ = ["Gpu", "Slot", "cpuset_text", "default_slot", "gpu_inventory",
-           "host_cpus", "parse_slots"]
+           "host_cpus", "memory_share", "parse_slots"]
 
 _RANGE = re.compile(r"^(\d+)(?:-(\d+))?$")
 
@@ -63,7 +65,8 @@ class Gpu:
 
 @dataclass(frozen=True)
 class Slot:
-    """Where one case runs: a set of cores, at most one GPU, a share of the memory.
+    """Where one case runs: a set of cores, at most one GPU (and a share of the memory,
+    :func:`memory_share`).
 
     Attributes
     ----------
@@ -74,8 +77,6 @@ class Slot:
         Cores the case may run on.
     gpu
         The slot's GPU, or ``None`` for a CPU-only slot.
-    memory_mib
-        The slot's share of the host's RAM in MiB (``None``: not known).
     pinned
         Whether containers are pinned to ``cpus`` (the default slot is not: it runs as
         without slots, on whatever the engine gives).
@@ -84,7 +85,6 @@ class Slot:
     name: str
     cpus: frozenset[int]
     gpu: Gpu | None = None
-    memory_mib: int | None = None
     pinned: bool = True
 
     @property
@@ -179,15 +179,27 @@ def default_slot(gpu_index: int | None, *, nvml: Any = None,
     if gpu_index is not None:
         found = {g.index: g for g in gpu_inventory(nvml)[0]}
         gpu = found.get(gpu_index, Gpu(gpu_index))
-    return Slot("host", host_cpus() if cpus is None else cpus, gpu, _memory_share(1), pinned=False)
+    return Slot("host", host_cpus() if cpus is None else cpus, gpu, pinned=False)
 
 
-def _memory_share(n_slots: int) -> int | None:
-    try:
-        import psutil
-    except ImportError:
-        return None
-    return int(psutil.virtual_memory().total // (1024 * 1024) // n_slots)
+def memory_share(host_bytes: int, host_cores: int, cpus: frozenset[int] | None) -> int:
+    """The bytes of a host's RAM that a case on the cores ``cpus`` may use: in proportion
+    to its cores out of the host's ``host_cores`` (all of it for an unpinned run, ``None``).
+
+    The one definition of a slot's memory share: the runner's default memory limit and the
+    bound on ``--memory``, for docker and the local backend, here and on a cluster's workers
+    (a worker knows its own cores and its host's, not how its host was cut).
+
+    Examples
+    --------
+    >>> memory_share(32 * 2**30, 16, frozenset(range(8))) / 2**30  # 0:0-7 of 0:0-7,1:8-15
+    16.0
+    >>> memory_share(32 * 2**30, 16, None) / 2**30
+    32.0
+    """
+    if cpus is None:
+        return host_bytes
+    return host_bytes * min(len(cpus), host_cores) // max(host_cores, 1)
 
 
 def parse_slots(spec: str, *, cpus: frozenset[int] | None = None, nvml: Any = None,
@@ -245,8 +257,7 @@ def parse_slots(spec: str, *, cpus: frozenset[int] | None = None, nvml: Any = No
         slots = _even(text, n, host, inventory[:n])
     else:
         slots = _explicit(text, host, inventory, reason)
-    share = _memory_share(len(slots))
-    return [Slot(s.name, s.cpus, s.gpu, share) for s in slots]
+    return slots
 
 
 def _even(spec: str, n: int, host: frozenset[int], gpus: Sequence[Gpu]) -> list[Slot]:

@@ -119,17 +119,29 @@ def test_check_gpu_names_the_device_or_the_valid_indices(FakeNVML):
         check_gpu(1, nvml=FakeNVML())
 
 
-def test_container_memory_defaults_fit_the_engine_host():
+def test_container_memory_defaults_to_the_slot_s_share_of_the_engine_host():
     from flare_eval.errors import ConfigError
-    from flare_eval.runner.docker_backend import DockerOptions, HostFitWarning, fit_to_host
+    from flare_eval.runner.docker_backend import DockerOptions, fit_to_host
 
     gib = 2**30
-    # a 64 GiB host keeps the official 28g, silently
+    # a 64 GiB host keeps the official 28g, silently (warnings are errors here)
     assert fit_to_host(DockerOptions(), 64 * gib).memory == "28g"
-    # a 16 GiB host: 28g could never be held, the default becomes the host's 16384m
-    with pytest.warns(HostFitWarning, match=r"--memory: the docker engine's host has 16\.0 GiB"):
-        fitted = fit_to_host(DockerOptions(shm_size="1g"), 16 * gib)
+    # a 16 GiB host: 28g could never be held, the default becomes the host's 16384m, silently
+    fitted = fit_to_host(DockerOptions(shm_size="1g"), 16 * gib)
     assert (fitted.memory, fitted.shm_size) == ("16384m", "1g")
+    # slot 0:0-7 of a 64 GiB, 16-core host (0:0-7,1:8-15): half, 32 GiB, over 28g: 28g
+    assert fit_to_host(DockerOptions(), 64 * gib, host_cores=16,
+                       cpus=frozenset(range(8))).memory == "28g"
+    # four cores of 16 on 64 GiB: 16 GiB = 16384m, below 28g
+    assert fit_to_host(DockerOptions(), 64 * gib, host_cores=16,
+                       cpus=frozenset(range(4))).memory == "16384m"
+    # an explicit size over the share is refused in one line naming the share and the host
+    with pytest.raises(ConfigError, match=r"^--memory 20g exceeds the 16\.0 GiB share of RAM of "
+                       r"the slot on cores 0-3 \(4 of the 16 cores of the docker engine's host, "
+                       r"64\.0 GiB\) \(hint: give at most 16384m"):
+        fit_to_host(DockerOptions(memory="20g"), 64 * gib, host_cores=16, cpus=frozenset(range(4)))
+    assert fit_to_host(DockerOptions(memory="16g"), 64 * gib, host_cores=16,
+                       cpus=frozenset(range(4))).memory == "16g"
     # an explicit size over the host is refused, naming the option and the host's RAM
     with pytest.raises(ConfigError, match=r"--memory 32g exceeds the 16\.0 GiB of RAM"):
         fit_to_host(DockerOptions(memory="32g"), 16 * gib)

@@ -21,6 +21,8 @@ require_module("psutil")
 class ScriptedBackend:
     """Acts out the case id's behaviour (as the test predict.sh) without running anything."""
 
+    memory = "1g"  # the limit runs.csv records
+
     def __init__(self, submission: Path, error_cases: tuple[str, ...] = ()) -> None:
         self.submission = submission
         self.error_cases = set(error_cases)
@@ -90,6 +92,7 @@ def test_statuses_layout_and_tables(tmp_path, make_inputs, submission, FakeNVML)
     runs = pd.read_csv(team / "runs.csv")
     assert list(runs.columns) == list(RUNS_COLUMNS)
     assert list(runs["case"]) == CASES
+    assert (runs["memory"] == "1g").all()
     assert runs["time_s"].tolist() == [1.25] * len(CASES)
     assert (runs["max_gpu_mib"] == 5000).all() and (runs["n_gpu_samples"] >= 1).all()
     # 5000 MiB held one period (0.1 s) per sample: (5000 - 4096) * 0.1 per sample over tolerance
@@ -211,6 +214,8 @@ def test_a_full_disk_stops_the_run_once_and_it_resumes(tmp_path, make_inputs, su
 
 class FixedSamplesBackend:
     """Copies the input as the prediction and reports given samples and wall time."""
+
+    memory = None
 
     def __init__(self, samples, time_s: float) -> None:
         self.samples, self.time_s = samples, time_s
