@@ -29,9 +29,9 @@ ranking criteria as ``[[ranking_metrics]]`` tables::
     higher_is_better = true
 
 Every item is required (no silent default), except ``lesion_label`` and a class's
-``description``.  ``base = "flare23"`` starts from a shipped definition instead: the file's
-keys replace the base's (a ``classes`` or ``ranking_metrics`` array as a whole, the
-``[lesions]`` table key by key).  The runtime
+``description``.  ``base = "flare23"`` starts from a shipped definition instead (which may
+have a base of its own): the file's keys replace the base's (a ``classes`` or
+``ranking_metrics`` array as a whole, the ``[lesions]`` table key by key).  The runtime
 criterion's floor is always ``runtime_tolerance_s`` (one place), so it is not written.
 
 :func:`load_definition` reports every mistake of a file at once, one line each (unknown key
@@ -61,8 +61,8 @@ from flare_eval.errors import ConfigError
 if TYPE_CHECKING:
     from flare_eval.presets import Preset
 
-__all__ = ["AGGREGATES", "BUILTIN_DIR", "CONNECTIVITIES", "MATCH_MODES", "RANKING_METRIC_NAMES",
-           "SCHEMES", "TIE_METHODS", "aggregate_problem", "builtin_names", "connectivity_problem",
+__all__ = ["AGGREGATES", "BUILTIN_DIR", "CONNECTIVITIES", "MATCH_MODES", "OUT_OF_MAP_POLICIES",
+           "RANKING_METRIC_NAMES", "SCHEMES", "TIE_METHODS", "aggregate_problem", "builtin_names", "connectivity_problem",
            "iou_threshold_problem", "load_definition", "preset_from_mapping", "to_toml"]
 
 #: The shipped definitions, one ``<name>.toml`` each.
@@ -79,6 +79,8 @@ SCHEMES: tuple[str, ...] = ("flare", "rank-then-aggregate", "aggregate-then-rank
 #: R's ``rank(ties.method=...)`` names; ``first`` is scipy's ``ordinal``.
 TIE_METHODS: tuple[str, ...] = ("min", "average", "max", "dense", "first")
 AGGREGATES: tuple[str, ...] = ("mean", "median")
+#: What a prediction value outside the label map gets (:attr:`Preset.out_of_map_labels`).
+OUT_OF_MAP_POLICIES: tuple[str, ...] = ("background", "zero_case")
 
 
 def _number(low: float, high: float = math.inf, *, low_open: bool = False) -> Callable[[Any], str | None]:
@@ -177,6 +179,7 @@ _ITEMS: dict[str, Callable[[Any], str | None]] = {
     "both_empty_value": _number(0.0, 1.0),
     "one_empty_value": _number(0.0, 1.0),
     "missing_prediction": _choice("fail", "error"),
+    "out_of_map_labels": _choice(*OUT_OF_MAP_POLICIES),
     "runtime_tolerance_s": _number(0.0),
     "gpu_tolerance_mib": _number(0.0),
     "failed_runtime_s": _number(0.0),
@@ -304,6 +307,9 @@ def preset_from_mapping(data: dict[str, Any], *, where: str) -> Preset:
     for metric in metrics:
         if lesion is None and metric["name"].startswith("lesion_"):
             problems.append(f"ranking metric {metric['name']!r} needs a lesion_label")
+        if metric["name"].startswith("organ_") and every and all(v == lesion for v in labels):
+            problems.append(f"ranking metric {metric['name']!r} needs an organ class (a class "
+                            "other than the lesion_label)")
         if metric["name"] == "runtime" and metric.get("floor") not in (None, data.get("runtime_tolerance_s")):
             problems.append("ranking metric 'runtime': its floor is runtime_tolerance_s; set that instead")
         floor = metric.get("floor")
@@ -391,19 +397,23 @@ def load_definition(source: str | Path) -> Preset:
         except (OSError, ValueError) as err:
             raise ConfigError(f"challenge definition {where}: cannot be read as JSON ({err})") from None
         return preset_from_mapping(data, where=where)
-    data = _read_toml(path, where)
+    return preset_from_mapping(_with_base(_read_toml(path, where), where), where=where)
+
+
+def _with_base(data: dict[str, Any], where: str) -> dict[str, Any]:
+    """``data`` merged over its ``base`` (a shipped definition, which may have a base too)."""
     base = data.pop("base", None)
-    if base is not None:
-        if base not in builtin_names():
-            raise ConfigError(f"challenge definition {where}: base {base!r} is not a shipped "
-                              f"preset {builtin_names()}")
-        inherited = _read_toml(_builtin_path(base), base)
-        # a table merges key by key (``[lesions]`` with only ``iou_threshold``), an array and
-        # every other item replace the base's
-        if isinstance(inherited.get("lesions"), dict) and isinstance(data.get("lesions"), dict):
-            data["lesions"] = {**inherited["lesions"], **data["lesions"]}
-        data = {**inherited, **data}
-    return preset_from_mapping(data, where=where)
+    if base is None:
+        return data
+    if base not in builtin_names():
+        raise ConfigError(f"challenge definition {where}: base {base!r} is not a shipped "
+                          f"preset {builtin_names()}")
+    inherited = _with_base(_read_toml(_builtin_path(base), base), base)
+    # a table merges key by key (``[lesions]`` with only ``iou_threshold``), an array and
+    # every other item replace the base's
+    if isinstance(inherited.get("lesions"), dict) and isinstance(data.get("lesions"), dict):
+        data["lesions"] = {**inherited["lesions"], **data["lesions"]}
+    return {**inherited, **data}
 
 
 def _toml_value(value: Any) -> str:

@@ -5,7 +5,9 @@ A :class:`Preset` is a frozen dataclass, the in-memory form of a challenge defin
 ``flare_eval/challenges/*.toml``, their one source, and ``--preset`` takes a name or a user's
 file.  ``flare23`` reproduces the official FLARE 2023 scorer as it ran during the challenge
 (2023-07 to 2024-03), ``flare23-2024`` its March-2024 rule (NSD = 0 when DSC < 0.2),
-``flare22`` the FLARE 2022 scorer (13 organs, no NSD skip).  Every item can be overridden with
+``flare22`` the FLARE 2022 scorer (13 organs, no NSD skip), ``flare24-task1`` (pan-cancer
+lesions), ``flare24-task2`` and ``flare24-task3`` (13 organs in CT and in MRI) the FLARE 2024
+scorers.  Every item can be overridden with
 :meth:`Preset.with_overrides` (the CLI's ``--nsd-dsc-threshold 0.2``) and every output records
 the preset it was made with and its :attr:`Preset.content_sha256`.
 
@@ -155,6 +157,12 @@ class Preset:
     missing_prediction
         ``"fail"`` scores a missing prediction as a failed case (0 for every class present in
         the reference, 1 where both are empty as for an empty prediction), ``"error"`` aborts.
+    out_of_map_labels
+        What a prediction holding a value outside the label map (above the largest label, or
+        negative) gets: ``"background"`` scores those voxels as background with a warning (the
+        FLARE22/23 scorers ignore such values); ``"zero_case"`` gives every class of the case
+        DSC = NSD = 0 (HD95 ``inf``), before any other rule (FLARE24 task 1's scorer zeroes a
+        case whose prediction has a value above 1).
     runtime_tolerance_s, gpu_tolerance_mib
         Efficiency tolerances: runtimes under the first tie; GPU memory under the second is
         free in the tolerance-adjusted AUC ``sum(max(0, m - tol) * dt)``.
@@ -183,6 +191,7 @@ class Preset:
     both_empty_value: float
     one_empty_value: float
     missing_prediction: Literal["fail", "error"]
+    out_of_map_labels: Literal["background", "zero_case"]
     runtime_tolerance_s: float
     gpu_tolerance_mib: float
     failed_runtime_s: float
@@ -230,6 +239,11 @@ class Preset:
             raise ConfigError(
                 f"missing_prediction must be 'fail' or 'error', got {self.missing_prediction!r}"
             )
+        from flare_eval.definition import OUT_OF_MAP_POLICIES  # a cycle at import time
+
+        if self.out_of_map_labels not in OUT_OF_MAP_POLICIES:
+            raise ConfigError(f"out_of_map_labels must be one of {list(OUT_OF_MAP_POLICIES)}, "
+                              f"got {self.out_of_map_labels!r}")
 
     @property
     def labels(self) -> tuple[int, ...]:

@@ -22,6 +22,7 @@ decimals = 4
 both_empty_value = 1.0
 one_empty_value = 0.0
 missing_prediction = "fail"
+out_of_map_labels = "background"
 runtime_tolerance_s = 0.0
 gpu_tolerance_mib = 0.0
 failed_runtime_s = 600.0
@@ -181,6 +182,59 @@ def test_lesion_rules_need_a_lesion_label_and_merge_with_a_base(tmp_path):
     assert load_definition(tmp_path / "b.toml").lesions == LesionRules(26, 0.3, "iou")
 
 
+@pytest.mark.parametrize(
+    ("old", "new", "problem"),
+    [
+        ('out_of_map_labels = "background"\n', 'out_of_map_labels = "zero"\n',
+         "out_of_map_labels must be one of ['background', 'zero_case'], got 'zero'"),
+        ('out_of_map_labels = "background"\n', "", "missing key 'out_of_map_labels'"),
+    ],
+)
+def test_out_of_map_rule_mistakes(old, new, problem, tmp_path):
+    (tmp_path / "o.toml").write_text(TOY.replace(old, new))
+    with pytest.raises(ConfigError) as caught:
+        load_definition(tmp_path / "o.toml")
+    assert caught.value.message.splitlines()[1:] == [f"  - {problem}"]
+    # the rule is part of the content: its hash moves with it
+    (tmp_path / "z.toml").write_text(TOY.replace('"background"', '"zero_case"'))
+    (tmp_path / "b.toml").write_text(TOY)
+    assert load_definition(tmp_path / "z.toml").content_sha256 != load_definition(
+        tmp_path / "b.toml").content_sha256
+    # the same check for a preset built in Python
+    with pytest.raises(ConfigError, match="out_of_map_labels must be one of"):
+        FLARE23.with_overrides(out_of_map_labels="drop")
+
+
+def test_organ_criteria_need_an_organ_class(tmp_path):
+    """A lesion class alone (FLARE24 task 1) has no organ mean to rank on."""
+    only_lesion = TOY.split("[[classes]]")[0] + TOY[TOY.index("[[classes]]\nlabel = 3"):]
+    (tmp_path / "l.toml").write_text(only_lesion)
+    with pytest.raises(ConfigError) as caught:
+        load_definition(tmp_path / "l.toml")
+    assert caught.value.message.splitlines()[1:] == [
+        "  - ranking metric 'organ_dsc' needs an organ class (a class other than the lesion_label)"]
+
+
+def test_flare24_presets_are_their_scorers_rules():
+    """T1_FLARE24_DSC_NSD_Eval.py and T2andT3_FLARE24_DSC_NSD_Eval.py, read by hand: task 1 one
+    binary lesion class (2 mm), no crop, DSC < 0.2 -> NSD 0, a prediction above 1 zeroes the
+    case; tasks 2 and 3 FLARE22's 13 organs, tolerances and z-crop with DSC < 0.2 -> NSD 0,
+    values above 13 ignored.  Efficiency.py is FLARE23's harness: flare23's tolerances."""
+    task1, task2 = PRESETS["flare24-task1"], PRESETS["flare24-task2"]
+    assert [(c.label, c.name, c.tolerance_mm) for c in task1.classes] == [(1, "Lesion", 2.0)]
+    assert task1.lesion_label == 1 and task1.organ_labels == () and task1.z_crop_labels == ()
+    assert (task1.nsd_dsc_threshold, task1.out_of_map_labels) == (0.2, "zero_case")
+    assert [m.name for m in task1.ranking_metrics] == ["lesion_dsc", "lesion_nsd", "runtime", "gpu_auc"]
+    assert task2.classes == PRESETS["flare22"].classes and task2.lesion_label is None
+    assert task2.z_crop_labels == (5, 6, 10)
+    assert (task2.nsd_dsc_threshold, task2.out_of_map_labels) == (0.2, "background")
+    for preset in (task1, task2):
+        assert (preset.runtime_tolerance_s, preset.gpu_tolerance_mib) == (15.0, 4096.0)
+        assert (preset.failed_runtime_s, preset.failed_gpu_auc_mibs) == (3600.0, 16384 * 3600)
+        assert (preset.both_empty_value, preset.one_empty_value, preset.decimals) == (1.0, 0.0, 4)
+    assert FLARE23.out_of_map_labels == PRESETS["flare22"].out_of_map_labels == "background"
+
+
 ORGAN = 'name = "organ_dsc"\nhigher_is_better = true\nweight = 1.0\naggregate = "mean"\n'
 
 
@@ -253,7 +307,8 @@ def test_content_hash_ignores_layout_and_follows_rules(tmp_path):
 def test_presets_verb_lists_and_shows(capsys, tmp_path):
     assert main(["presets"]) == EXIT_OK
     out = capsys.readouterr().out.splitlines()
-    assert [line.split()[0] for line in out] == ["flare22", "flare23", "flare23-2024"]
+    assert [line.split()[0] for line in out] == ["flare22", "flare23", "flare23-2024", "flare24-task1",
+                                                 "flare24-task2", "flare24-task3"]
     assert out[1].split()[1] == FLARE23.content_sha256[:12]
     assert main(["presets", "show", "flare22"]) == EXIT_OK
     (tmp_path / "shown.toml").write_text(capsys.readouterr().out)

@@ -149,15 +149,16 @@ def run(args: argparse.Namespace) -> int:
         if record.status == "ok" and record.message:
             console.print(f"[yellow]warning[/]: {escape(f'{record.case}: {record.message}')}")
     s = result.summary
-    lesion = ""
+    means = []
+    if preset.organ_labels:
+        means.append(f"Organ DSC {s['Organ_DSC']:.4f}, Organ NSD {s['Organ_NSD']:.4f}")
     if preset.lesion_label is not None:  # the lesion column's name is the definition's
         name = preset.class_info(preset.lesion_label).name
-        lesion = (f", {escape(name)} (lesion) DSC {s[f'{name}_DSC']:.4f}, "
-                  f"NSD {s[f'{name}_NSD']:.4f}")
+        means.append(f"{escape(name)} (lesion) DSC {s[f'{name}_DSC']:.4f}, "
+                     f"NSD {s[f'{name}_NSD']:.4f}")
     console.print(
         f"{len(result.records)} cases ({result.reused} reused from an earlier run), "
-        f"{len(result.failed)} failed. Organ DSC {s['Organ_DSC']:.4f}, Organ NSD "
-        f"{s['Organ_NSD']:.4f}{lesion}; tables in {args.out}"
+        f"{len(result.failed)} failed. {', '.join(means)}; tables in {args.out}"
     )
     undefined = json.loads((args.out / "run.json").read_text())["lesion_values_undefined"]
     if undefined:

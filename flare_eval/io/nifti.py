@@ -74,7 +74,16 @@ class ImageVolume:
 
 @dataclass(frozen=True)
 class LabelVolume(ImageVolume):
-    """A label volume: ``data`` is uint8 class ids (values outside the map already set to 0)."""
+    """A label volume: ``data`` is uint8 class ids (values outside the map already set to 0).
+
+    Attributes
+    ----------
+    outside_labels
+        The values outside the map the file held (sorted; empty for a proper label map), for
+        the rules that judge the file's own values (:attr:`~flare_eval.presets.Preset.out_of_map_labels`).
+    """
+
+    outside_labels: tuple[int, ...] = ()
 
     def c_view(self) -> tuple[NDArray[np.uint8], Spacing]:
         """The C-contiguous view of ``data`` with axes reversed, and the spacing reversed to match.
@@ -437,8 +446,11 @@ def read_label(path: StrPath, *, max_label: int = 255,
             stacklevel=2,
         )
         data = np.where(outside, 0, data)
+    else:
+        values = np.empty(0, dtype=np.int64)
     labels = data if data.dtype == np.uint8 else data.astype(np.uint8, order="K")
-    return LabelVolume(data=labels, spacing_mm=spacing, affine=affine, path=p)
+    return LabelVolume(data=labels, spacing_mm=spacing, affine=affine, path=p,
+                       outside_labels=tuple(int(v) for v in values))
 
 
 def _atomic_save(image: nib.Nifti1Image, path: Path) -> None:

@@ -59,7 +59,8 @@ class ClassScore:
     rule
         Which branch applied: ``both_empty``, ``reference_empty``, ``prediction_empty``,
         ``below_threshold`` (NSD skipped), ``scored``, ``single_slice_kept``,
-        ``single_slice_nan``.
+        ``single_slice_nan``; ``out_of_map_zeroed`` where the prediction file's values
+        outside the label map zeroed the case (:mod:`flare_eval.scoring.case`).
     """
 
     label: int

@@ -62,10 +62,10 @@ sys.exit(run_scoring_program(Path(__file__).resolve().parent))
 
 
 def leaderboard_keys(preset: Preset) -> list[str]:
-    """The leaderboard columns, in order: ``Organ_DSC``, ``Organ_NSD``, then the class columns
-    of ``scores.txt`` (``Liver_DSC`` ... ``Lesion_NSD``)."""
+    """The leaderboard columns, in order: ``Organ_DSC``, ``Organ_NSD`` (where the definition has
+    organ classes), then the class columns of ``scores.txt`` (``Liver_DSC`` ... ``Lesion_NSD``)."""
     classes = [f"{c.name}_{metric}" for metric in ("DSC", "NSD") for c in preset.classes]
-    return ["Organ_DSC", "Organ_NSD", *classes]
+    return ["Organ_DSC", "Organ_NSD", *classes] if preset.organ_labels else classes
 
 
 def _title(key: str) -> str:
@@ -163,5 +163,5 @@ def run_scoring_program(
     atomic_write_text(output / "detailed_results.html", _detailed_html(run, preset, scores))
     print(f"flare-eval: preset {preset.name} (sha256 {preset.content_sha256}), "
           f"{len(run.records)} cases scored, {len(run.failed)} failed; "
-          f"Organ_DSC {scores['Organ_DSC']}, Organ_NSD {scores['Organ_NSD']}")
+          + ", ".join(f"{key} {scores[key]}" for key in list(scores)[:2]))
     return 0

@@ -9,6 +9,13 @@ Failure policy (FLARE22 rules, which the FLARE23 protocol leaves implicit):
   status says why.
 
 With ``strict=True`` any of these raises :class:`~flare_eval.errors.InputError` instead.
+
+A prediction holding values outside the label map is scored with those voxels as background
+(``out_of_map_labels = "background"``, a note names the values) or, with ``"zero_case"``, every
+class of the case gets DSC = NSD = 0 and HD95 ``inf`` (rule ``out_of_map_zeroed``) whatever the
+other rules say, and the lesion instance metrics see an empty prediction (FLARE24 task 1).  The
+rule judges the file's values, which only this module sees: :func:`read_label` has already set
+them to 0 in the arrays :func:`~flare_eval.metrics.flare.score_case` receives.
 """
 
 from __future__ import annotations
@@ -22,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from flare_eval.errors import InputError
-from flare_eval.io import LabelVolume, read_label
+from flare_eval.io import LabelVolume, LabelWarning, read_label
 from flare_eval.io.layout import case_id
 from flare_eval.metrics.flare import ClassScore, label_boxes, score_case
 from flare_eval.metrics.lesions import lesion_metrics
@@ -76,7 +83,11 @@ def _read(path: Path, preset: Preset, notes: list[str],
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         volume = read_label(path, max_label=preset.max_label, shape=shape)
-    notes.extend(str(w.message) for w in caught)
+    # a prediction's out-of-map values zero the case under "zero_case": the reader's "scored as
+    # background" would be untrue, and score_files writes the note instead
+    zeroes = shape is not None and preset.out_of_map_labels == "zero_case"
+    notes.extend(str(w.message) for w in caught
+                 if not (zeroes and issubclass(w.category, LabelWarning)))
     return volume
 
 
@@ -125,6 +136,7 @@ def score_files(
 
     status = "ok"
     prediction_data = None
+    zeroed = False
     if prediction_path is None or not prediction_path.exists():
         status = "missing_prediction"
         notes.insert(0, f"no prediction {name} in the submission; scored as an empty prediction")
@@ -140,6 +152,13 @@ def score_files(
                     "grid as the official scorer does; check the orientation)"
                 )
             prediction_data = prediction.data
+            zeroed = preset.out_of_map_labels == "zero_case" and bool(prediction.outside_labels)
+            if zeroed:
+                notes.append(
+                    f"{prediction_path}: values outside the label map 0..{preset.max_label} "
+                    f"{list(prediction.outside_labels[:10])}: every class scored 0 "
+                    "(out_of_map_labels = \"zero_case\")"
+                )
         except InputError as err:
             if strict:
                 raise
@@ -151,6 +170,9 @@ def score_files(
     scores = score_case(
         reference.data, prediction_data, spacing_mm=reference.spacing_mm, preset=preset, boxes=boxes
     )
+    if zeroed:
+        scores = [dataclasses.replace(s, dsc=0.0, nsd=0.0, hd95_mm=float("inf"),
+                                      rule="out_of_map_zeroed") for s in scores]
     lesions, instances = None, []
     if preset.lesion_label is not None and preset.lesions is not None:
         # The lesion masks of the lesions' box only (no lesion: one voxel, holding none), not
@@ -158,7 +180,8 @@ def score_files(
         box = boxes.stored_box(preset.lesion_label) or (slice(0, 1),) * 3
         result = lesion_metrics(
             reference.data[box] == preset.lesion_label,
-            prediction_data[box] == preset.lesion_label,
+            # a zeroed case's prediction counts as empty here too
+            (prediction_data[box] == preset.lesion_label) & (not zeroed),
             origin_voxel=tuple(s.start for s in box),  # type: ignore[arg-type]
             spacing_mm=reference.spacing_mm,
             connectivity=preset.lesions.connectivity,

@@ -4,7 +4,8 @@
   14 ``<class>_NSD`` (FLARE23 names: ``Liver`` ... ``LK``, ``Lesion``).
 - :func:`official_summary` / :func:`scores_txt`: ``scores.txt``: each column's mean of the
   rounded per-case values, rounded to 4 places; ``Organ_DSC`` / ``Organ_NSD`` the rounded mean of
-  the 13 rounded organ column means (the lesion excluded), as the official script computes them.
+  the 13 rounded organ column means (the lesion excluded), as the official script computes them,
+  and absent for a definition without organ classes.
   NaN values (an unreadable reference; the ``"nan"`` single-slice policy) are left out of the
   means; the run record says how many.
 - :func:`tidy_table`: one row per case x class x metric (dsc, nsd, hd95): the common currency of
@@ -61,7 +62,8 @@ def official_summary(per_case: pd.DataFrame, preset: Preset) -> dict[str, float]
             )
     for metric in ("DSC", "NSD"):
         organ_means = [summary[f"{c.name}_{metric}"] for c in preset.classes if c.label in preset.organ_labels]
-        summary[f"Organ_{metric}"] = float(np.round(np.mean(organ_means), preset.decimals))
+        if organ_means:  # a definition of a lesion class alone (FLARE24 task 1) has no organ means
+            summary[f"Organ_{metric}"] = float(np.round(np.mean(organ_means), preset.decimals))
     return summary
 
 

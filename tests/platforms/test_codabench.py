@@ -159,3 +159,19 @@ def test_undefined_scores_are_null_and_nothing_to_score_is_an_error(challenge, t
                                output=tmp_path / "out2") == 3
     assert f"--gt folder {empty} holds no" in capsys.readouterr().err
     assert not (tmp_path / "out2").exists()
+
+
+def test_a_definition_without_organs_has_no_organ_columns(tmp_path, capsys):
+    """FLARE24 task 1 (a lesion class alone): the leaderboard is the lesion's two columns, with
+    the values of the hand-built cases of tests/test_challenge_flare24.py."""
+    from tests.test_challenge_flare24 import _write_task1
+
+    _write_task1(tmp_path)
+    assert main(["bundle", "codabench", "--preset", "flare24-task1", "--out",
+                 str(tmp_path / "bundle")]) == EXIT_OK
+    assert "Organ" not in (tmp_path / "bundle" / "competition.yaml").read_text()
+    capsys.readouterr()
+    assert run_scoring_program(tmp_path / "bundle" / "scoring_program", ref=tmp_path / "gt",
+                               res=tmp_path / "pred", output=tmp_path / "out") == 0
+    assert strict_json(tmp_path / "out" / "scores.json") == {"Lesion_DSC": 0.322, "Lesion_NSD": 0.3333}
+    assert "Lesion_DSC 0.322, Lesion_NSD 0.3333" in capsys.readouterr().out
