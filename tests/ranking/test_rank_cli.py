@@ -161,3 +161,25 @@ def test_weights_and_median_ranks_in_the_per_metric_schemes(tmp_path, capsys):
                  "--out", str(tmp_path / "x"), "--bootstrap", "0", "--scheme", "flare"]) == 2
     assert ("ranking metric 'organ_dsc': aggregate 'median' needs scheme rank-then-aggregate or "
             "aggregate-then-rank, not 'flare'") in capsys.readouterr().err
+
+
+def test_challenger_compat_refuses_a_median_criterion(tmp_path, capsys):
+    """challengeR's joint ranking of a case drawn m times sums its ranks; a median of case
+    ranks has no such form, so the bootstrap refuses it: one error line, exit 2."""
+    from flare_eval.cli.main import main
+
+    median = {'ranking_scheme = "flare"': 'ranking_scheme = "rank-then-aggregate"',
+              ORGAN: ORGAN.replace('"mean"', '"median"')}
+    rows = [(t, c, m, v) for c in "123" for t, v in (("a", 0.9), ("b", 0.8))
+            for m in ("organ_dsc", "lesion_dsc")]
+    # without the bootstrap option the median ranks: a first in every case
+    assert _toy_rank(tmp_path, "median", rows, median)[0] == {"a": 1, "b": 2}
+    capsys.readouterr()
+    assert main(["rank", str(tmp_path / "median.csv"), "--preset", str(tmp_path / "median.toml"),
+                 "--out", str(tmp_path / "compat"), "--bootstrap", "10",
+                 "--challenger-compat"]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert [line for line in err if "error" in line] == [
+        "flare-eval rank: error: challenger_compat sums the ranks of duplicated cases; a "
+        "criterion with aggregate 'median' has no such form"]
+    assert not (tmp_path / "compat").exists()  # refused before anything is written
