@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import re
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -10,6 +13,13 @@ from flare_eval.cli.main import main
 from flare_eval.definition import load_definition, preset_from_mapping, to_toml
 from flare_eval.errors import EXIT_OK, EXIT_USAGE, ConfigError
 from flare_eval.presets import FLARE23, PRESETS, LesionRules, get_preset
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10
+    import tomli as tomllib
+
+ROOT = Path(__file__).resolve().parents[1]
 
 TOY = '''\
 name = "toy3"
@@ -316,3 +326,14 @@ def test_presets_verb_lists_and_shows(capsys, tmp_path):
     (tmp_path / "bad.toml").write_text(TOY.replace("tolerance_mm = 2.0", "tolerance_mm = -1.0"))
     assert main(["presets", "show", str(tmp_path / "bad.toml")]) == EXIT_USAGE
     assert "classes #1: tolerance_mm must be positive, got -1.0" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("doc", ["docs/conventions.md", "docs/lesions.md"])
+def test_the_docs_lesion_rules_are_flare23s_file(doc):
+    """The guides quote flare23's [lesions] table; the file is the rules' one source, so the
+    quote must equal it (read here from the TOML itself, not through flare-eval)."""
+    table = tomllib.loads((ROOT / "flare_eval" / "challenges" / "flare23.toml").read_text())["lesions"]
+    text = " ".join((ROOT / doc).read_text().split())  # lines unwrapped
+    quoted = re.findall(r'flare23: `connectivity = (\d+)`, `iou_threshold = ([\d.]+)`, '
+                        r'`match = "(\w+)"`', text)
+    assert quoted == [(str(table["connectivity"]), str(table["iou_threshold"]), table["match"])]
