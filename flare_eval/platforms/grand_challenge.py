@@ -8,7 +8,8 @@ algorithm once per test image.  What the container finds:
   for images, ``image.name``, the file name the organizer uploaded), ``exec_duration`` and
   ``invoke_duration`` (Django duration strings ``[D ]HH:MM:SS[.ffffff]``, or null);
 - ``/input/<pk>/output/<relative_path>/``: the folder holding the job's output image
-  (``.mha``, or ``.tif``, which flare-eval does not read);
+  (``.mha``; or ``.tif``, which the platform keeps for 2D slides and flare-eval does not read:
+  the case fails with a message saying so);
 - ``/opt/ml/input/data/ground_truth/``: the ground truth the organizer uploaded with the method.
 
 Each job's case is the case id of its input image's name (``FLARE23Ts_0001_0000.nii.gz`` ->
@@ -121,6 +122,12 @@ def _output_file(folder: Path) -> tuple[Path | None, str]:
     # written by the submission: only plain files count, links are never followed
     files = sorted(p for p in folder.iterdir() if p.is_file() and not p.is_symlink())
     volumes = [p for p in files if is_volume_file(p.name)]
+    tiffs = [p for p in files if p.name.lower().endswith((".tif", ".tiff"))]
+    if not volumes and tiffs:
+        # grand-challenge (panimg) keeps 3D volumes as .mha, TIFF for 2D slides; a TIFF holds
+        # no z spacing, origin or direction, so the geometry rules could not be held to it
+        return None, (f"{folder} holds a TIFF ({ascii(tiffs[0].name)[1:-1][:80]}), which "
+                      "flare-eval does not read: write the segmentation as .mha")
     if len(volumes) != 1:
         found = ", ".join(ascii(p.name)[1:-1][:80] for p in files[:5]) or "nothing"
         return None, (f"expected one .mha / .nii.gz / .nii / .nrrd file in {folder}, found "

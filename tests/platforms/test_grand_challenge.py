@@ -167,3 +167,19 @@ def test_the_dockerfile_template_runs_the_method(platform, tmp_path):
     assert main([*command[1:], "--input", str(root / "input"), "--ground-truth", str(root / "labels"),
                  "--output", str(tmp_path)]) == EXIT_PARTIAL
     assert (tmp_path / "metrics.json").is_file()
+
+
+def test_a_tiff_output_is_a_failed_case_that_says_why(platform, tmp_path):
+    root, ids, jobs = platform
+    copy = tmp_path / "copy"
+    shutil.copytree(root, copy)
+    entry = next(j for j in jobs if j["inputs"][0]["image"]["name"].startswith(ids[0]))
+    folder = copy / "input" / entry["pk"] / "output" / "images" / SLUG
+    (mha,) = folder.iterdir()
+    sitk.WriteImage(sitk.ReadImage(str(mha)), str(folder / "seg.tif"))
+    mha.unlink()
+    evaluate(copy, tmp_path / "output")
+    result = next(r for r in strict_json(tmp_path / "output" / "metrics.json")["results"]
+                  if r["case"] == ids[0])
+    assert result["status"] == "missing_prediction"
+    assert f"{folder} holds a TIFF (seg.tif), which flare-eval does not read" in result["message"]
