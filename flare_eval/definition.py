@@ -62,8 +62,9 @@ if TYPE_CHECKING:
     from flare_eval.presets import Preset
 
 __all__ = ["AGGREGATES", "BUILTIN_DIR", "CONNECTIVITIES", "MATCH_MODES", "OUT_OF_MAP_POLICIES",
-           "RANKING_METRIC_NAMES", "SCHEMES", "TIE_METHODS", "aggregate_problem", "builtin_names", "connectivity_problem",
-           "iou_threshold_problem", "load_definition", "preset_from_mapping", "to_toml"]
+           "RANKING_METRIC_NAMES", "SCHEMES", "TIE_METHODS", "aggregate_problem", "builtin_names",
+           "connectivity_problem", "iou_threshold_problem", "load_definition",
+           "preset_from_mapping", "to_toml"]
 
 #: The shipped definitions, one ``<name>.toml`` each.
 BUILTIN_DIR = "challenges"

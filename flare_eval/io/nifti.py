@@ -80,7 +80,8 @@ class LabelVolume(ImageVolume):
     ----------
     outside_labels
         The values outside the map the file held (sorted; empty for a proper label map), for
-        the rules that judge the file's own values (:attr:`~flare_eval.presets.Preset.out_of_map_labels`).
+        the rules that judge the file's own values
+        (:attr:`~flare_eval.presets.Preset.out_of_map_labels`).
     """
 
     outside_labels: tuple[int, ...] = ()
