@@ -9,6 +9,8 @@ from __future__ import annotations
 import gc
 import os
 import shutil
+import subprocess
+import sys
 import warnings
 from pathlib import Path
 
@@ -87,6 +89,15 @@ def chromium_path() -> str:
     raise AssertionError("unreachable")
 
 
+def run_chromium(binary: str, profile: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """Headless Chromium (``chromium_path``) with a fresh profile, no network, ``args``
+    (``--dump-dom URL``, ``--screenshot=PNG URL``...)."""
+    command = [binary, "--headless", "--no-sandbox", "--disable-gpu",
+               "--disable-background-networking", "--disable-component-update", "--no-first-run",
+               "--disable-sync", "--hide-scrollbars", f"--user-data-dir={profile}", *args]
+    return subprocess.run(command, capture_output=True, text=True, timeout=120, check=True)
+
+
 def busybox_rootfs(applets: tuple[str, ...], files: dict[str, bytes]) -> bytes:
     """A tar of a busybox-static root filesystem (for ``docker import``): ``bin/busybox``, a link
     per applet, world-writable ``tmp`` and ``workspace``, and ``files`` (path -> bytes)."""
@@ -124,3 +135,18 @@ def save_team_image(docker_client, rootfs: bytes, tag: str, tarball: Path) -> No
         for chunk in docker_client.images.get(tag).save(named=True):
             stream.write(chunk)
     docker_client.images.remove(tag, force=True)
+
+
+def slot_worker(address: str, name: str, slot: str, *, nice: int = 0) -> subprocess.Popen:
+    """A ``dask worker`` process of one slot (``FLARE_EVAL_SLOT=slot``, ``--resources SLOT=1``,
+    one thread) named ``name``, connected to the scheduler at ``address``.
+
+    ``--no-nanny``: the process is the worker, so killing it loses the worker for good.
+    ``nice``: its niceness (and its children's), to make a slot slow beside a busy process.
+    """
+    env = {**os.environ, "FLARE_EVAL_SLOT": slot}
+    return subprocess.Popen(
+        [*(["nice", "-n", str(nice)] if nice else []),
+         sys.executable, "-m", "dask", "worker", address, "--name", name, "--nthreads", "1",
+         "--no-nanny", "--resources", "SLOT=1", "--no-dashboard"],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
