@@ -40,6 +40,8 @@ cases spread over the (identical) slots; --interleave-teams queues one case of e
 turn. runs.csv records each case's host, slot, cores and GPU. With --scheduler, the cases run
 on a dask cluster of slot workers on many hosts (each worker one slot: --resources SLOT=1 and
 FLARE_EVAL_SLOT, its own docker engine), and each case's results come back into OUT.
+--calibration checks that the slots (or the cluster's slot workers) are alike before anything
+runs; the report shows where each team's cases ran and the calibration table.
 
 examples:
   flare-eval evaluate --submissions tarballs --images test/images --labels test/labels \\
@@ -74,8 +76,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="with --slots: queue one case of each team in turn (default: team after "
                         "team, a team's cases spread over the slots)")
     p.add_argument("--calibration", metavar="FILE|run", default=None,
-                   help="with --slots: refuse slots that differ by more than the tolerance in this "
-                        "'flare-eval calibrate' table, or calibrate here first (run)")
+                   help="with --slots or --scheduler: refuse slots (a cluster's: its slot workers) "
+                        "that differ by more than the tolerance in this 'flare-eval calibrate' "
+                        "table, or calibrate them first (run); kept as OUT/calibration.csv and "
+                        "shown in the report")
     p.add_argument("--allow-uneven-slots", action="store_true",
                    help="warn about uneven slots instead of refusing them")
     p.add_argument("--scheduler", metavar="ADDRESS", default=None,

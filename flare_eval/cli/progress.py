@@ -10,7 +10,7 @@ from typing import Any
 
 from flare_eval.errors import ConfigError
 
-__all__ = ["lazy_progress", "scheduler_executor"]
+__all__ = ["lazy_progress", "scheduler_client", "scheduler_executor"]
 
 
 @contextlib.contextmanager
@@ -19,6 +19,19 @@ def scheduler_executor(address: str | None) -> Iterator[Executor | None]:
     if address is None:
         yield None
         return
+    with scheduler_client(address) as client:
+        yield client.get_executor()
+
+
+@contextlib.contextmanager
+def scheduler_client(address: str) -> Iterator[Any]:
+    """A ``distributed.Client`` of the dask scheduler at ``address``, closed on leaving.
+
+    Raises
+    ------
+    ConfigError
+        dask.distributed is not installed, or no scheduler answers.
+    """
     try:
         from distributed import Client
     except ImportError:
@@ -30,7 +43,7 @@ def scheduler_executor(address: str | None) -> Iterator[Executor | None]:
     except OSError as err:
         raise ConfigError(f"no dask scheduler answers at {address} ({err})") from None
     try:
-        yield client.get_executor()
+        yield client
     finally:
         client.close()
 

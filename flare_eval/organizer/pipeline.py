@@ -67,7 +67,8 @@ __all__ = ["FAILURE_COLUMNS", "Evaluation", "ProgressCallback", "evaluate"]
 
 #: Columns of ``failures.csv`` (those of the report's failure table).
 FAILURE_COLUMNS: tuple[str, ...] = ("team", "case", "stage", "status", "message")
-#: ``progress(stage, done, total, text)``; stages ``run``, ``score``, ``rank``, ``report``.
+#: ``progress(stage, done, total, text)``; stages ``calibrate``, ``run``, ``score``, ``rank``,
+#: ``report``.
 ProgressCallback = Callable[[str, int, int, str], None]
 
 
@@ -180,19 +181,39 @@ def _run_teams(client: Any, submissions: list[Submission], images_dir: Path, res
     return entries
 
 
-def _calibrated(out: Path, calibration: StrPath, slots: list[Slot], *,
-                allow_uneven: bool) -> None:
-    """Check the slots against a calibration (read, or ``"run"`` here), kept in
-    ``OUT/calibration.csv``."""
+def _calibrated(out: Path, calibration: StrPath, slots: list[Slot], *, scheduler: str | None,
+                allow_uneven: bool, report: ProgressCallback) -> None:
+    """Check the slots (or the cluster's slot workers) against a calibration (read, or
+    ``"run"`` here), kept in ``OUT/calibration.csv``."""
     from flare_eval.io import write_table
-    from flare_eval.runner.calibrate import calibrate, check_calibration, read_calibration
+    from flare_eval.runner.calibrate import (calibrate, calibrate_cluster, check_calibration,
+                                             read_calibration)
 
-    if str(calibration) == "run":
-        table, source = calibrate(slots), f"--calibration run (table in {out / 'calibration.csv'})"
+    def progress(done: int, total: int, text: str) -> None:
+        report("calibrate", done, total, text)
+
+    run = str(calibration) == "run"
+    source = (f"--calibration run (table in {out / 'calibration.csv'})" if run
+              else f"--calibration {calibration}")
+    hosts = None
+    if scheduler is not None:
+        from distributed import Client
+
+        from flare_eval.runner.slot_workers import slot_workers
+
+        try:
+            client = Client(scheduler, timeout="10s")
+        except OSError as err:
+            raise ConfigError(f"--scheduler {scheduler}: no dask scheduler answers ({err})") from None
+        with client:
+            workers = slot_workers(client)
+            table = (calibrate_cluster(client, progress=progress) if run
+                     else read_calibration(Path(calibration)))
+        slots, hosts = [w.slot for w in workers], {w.slot.name: w.host for w in workers}
     else:
-        table, source = read_calibration(Path(calibration)), f"--calibration {calibration}"
+        table = calibrate(slots, progress=progress) if run else read_calibration(Path(calibration))
     write_table(table, out / "calibration.csv")
-    check_calibration(table, slots, allow_uneven=allow_uneven, source=source)
+    check_calibration(table, slots, hosts=hosts, allow_uneven=allow_uneven, source=source)
 
 
 def _failures(results: Path, teams: dict[str, dict[str, Any]]) -> pd.DataFrame:
@@ -268,8 +289,9 @@ def evaluate(
         Queue one case of each team in turn instead of team after team, so that a slow team
         cannot hold every slot.
     calibration
-        A table of ``flare-eval calibrate`` for these slots, or ``"run"`` to calibrate here
-        first; copied to ``OUT/calibration.csv``. Slots that differ by more than
+        A table of ``flare-eval calibrate`` for these slots (or, with ``scheduler``, for the
+        cluster's slot workers), or ``"run"`` to calibrate them first; copied to
+        ``OUT/calibration.csv`` and shown in the report. Slots that differ by more than
         :data:`~flare_eval.presets.SLOT_TOLERANCE` are refused.  ``None``: no check.
     allow_uneven_slots
         Warn about uneven slots instead of refusing them.
@@ -289,8 +311,8 @@ def evaluate(
     scheduler
         Run the containers on this dask cluster's slot workers (``tcp://HOST:PORT``;
         :mod:`flare_eval.runner.fleet`), each case's results written here as it arrives;
-        ``None``: here, on ``slots``. Not together with ``slots``, ``gpu_index`` or
-        ``calibration`` (each worker is one slot of its host).
+        ``None``: here, on ``slots``. Not together with ``slots`` or ``gpu_index`` (each
+        worker is one slot of its host).
     client
         A ``docker.DockerClient``; by default the environment's engine.
     progress
@@ -327,12 +349,12 @@ def evaluate(
     cases = _test_cases(images, labels)
     options = dataclasses.replace(container, gpu_index=gpu_index)
     if scheduler is not None:
-        given = [name for name, value in (("--slots", slots), ("--gpu", gpu_index),
-                                          ("--calibration", calibration)) if value is not None]
+        given = [name for name, value in (("--slots", slots), ("--gpu", gpu_index))
+                 if value is not None]
         if given:
             raise ConfigError(f"--scheduler and {', '.join(given)}: on a cluster each worker "
                               "is one slot of its host", hint="set FLARE_EVAL_SLOT per worker "
-                              "(docs/scale-out.md) and calibrate each host there")
+                              "(docs/scale-out.md)")
     run_slots = [] if scheduler is not None else resolve_slots(slots, gpu_index)
     score_options = ScoreOptions(preset=preset)
     configuration = {
@@ -349,7 +371,8 @@ def evaluate(
     }
     with exclusive(out, option="--out", command="evaluate"):
         if calibration is not None:  # before anything runs, and before the manifest is claimed
-            _calibrated(out, calibration, run_slots, allow_uneven=allow_uneven_slots)
+            _calibrated(out, calibration, run_slots, scheduler=scheduler,
+                        allow_uneven=allow_uneven_slots, report=report)
         claim_manifest(out, configuration, submissions, images, labels)
         status = read_status(out)
         if status is not None and status.get("complete"):
@@ -402,7 +425,8 @@ def evaluate(
                 hint="run the same command again to retry those cases",
             )
         return _rank_and_report(out, results, teams, preset=preset, n_bootstrap=n_bootstrap,
-                                seed=seed, report=report)
+                                seed=seed, report=report,
+                                calibration=None if calibration is None else out / "calibration.csv")
 
 
 def _score_all(teams: dict[str, dict[str, Any]], results: Path, labels: Path,
@@ -431,8 +455,8 @@ def _score_all(teams: dict[str, dict[str, Any]], results: Path, labels: Path,
 
 
 def _rank_and_report(out: Path, results: Path, teams: dict[str, dict[str, Any]], *,
-                     preset: Preset, n_bootstrap: int, seed: int, report: ProgressCallback
-                     ) -> Evaluation:
+                     preset: Preset, n_bootstrap: int, seed: int, report: ProgressCallback,
+                     calibration: Path | None) -> Evaluation:
     """Stages 3 and 4, once every team is complete; ``status.json`` says so last."""
     from flare_eval.io import write_table
     from flare_eval.ranking import rank_results
@@ -448,7 +472,8 @@ def _rank_and_report(out: Path, results: Path, teams: dict[str, dict[str, Any]],
     staging.parent.rmdir()
     report("rank", 1, 1, "")
     report("report", 0, 1, "figures")
-    path = write_report(results, out / "report.html", figures_dir=out / "figures")
+    path = write_report(results, out / "report.html", figures_dir=out / "figures",
+                        calibration=calibration)
     failures = _failures(results, teams)
     write_table(failures, out / "failures.csv")
     report("report", 1, 1, "")

@@ -1,5 +1,5 @@
-"""The self-contained HTML report: leaderboard, every figure, failed cases, configuration and
-software versions in one file (images embedded as base64 PNG, inline CSS, no script, nothing
+"""The self-contained HTML report: leaderboard, every figure, failed cases, where each team's
+cases ran (and the slots' calibration), configuration and software versions in one file (images embedded as base64 PNG, inline CSS, no script, nothing
 fetched from anywhere)."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from flare_eval.report.figures_ranking import leaderboard_text
-from flare_eval.report.results import ReportTables, load_results, team_summary
+from flare_eval.report.results import ReportTables, load_results, slot_table, team_summary
 from flare_eval.typing import StrPath
 
 if TYPE_CHECKING:
@@ -179,6 +179,37 @@ def _versions(tables: ReportTables) -> dict[str, str]:
     return versions
 
 
+def _slots_html(tables: ReportTables) -> list[str]:
+    """Where each team's cases ran, and the calibration the slots were checked against."""
+    from flare_eval.presets import SLOT_TOLERANCE
+    from flare_eval.runner.calibrate import slot_spread
+
+    esc = html.escape
+    where = slot_table(tables)
+    parts = ['<h2 id="slots">Where the cases ran</h2>']
+    if where.empty:
+        parts.append('<p class="note">The runner outputs do not say where the cases ran '
+                     "(no host and slot in runs.csv).</p>")
+    else:
+        parts += ['<p class="note">Per team, the host, slot, cores and GPU of its cases '
+                  "(runs.csv), and how many cases ran there; a team's timings are comparable "
+                  "when its slots are alike.</p>", _table_html(where)]
+    if tables.calibration is None:
+        return parts
+    parts += ['<h2 id="calibration">Calibration</h2>',
+              '<p class="note">The reference workload on every slot alone and on all slots at '
+              "once (flare-eval calibrate); ratio: to the fastest slot of the same workload and "
+              f"mode. The slots may differ by at most {SLOT_TOLERANCE:.0%} (slowest / fastest "
+              "- 1).</p>",
+              _table_html(tables.calibration, float_format="{:.3f}")]
+    for row in slot_spread(tables.calibration).itertuples():
+        verdict = "within" if row.spread <= SLOT_TOLERANCE else "beyond"
+        parts.append(f'<p class="note">{esc(str(row.workload))} workload, {esc(str(row.mode))}: '
+                     f"slots differ by {row.spread:.1%} (slot {esc(str(row.slowest))} slowest, "
+                     f"slot {esc(str(row.fastest))} fastest), {verdict} the tolerance.</p>")
+    return parts
+
+
 def render_html(tables: ReportTables, figures: list[ReportFigure], pngs: dict[str, bytes], *,
                 title: str) -> str:
     """The report as one HTML string (see the module docstring).
@@ -211,7 +242,9 @@ def render_html(tables: ReportTables, figures: list[ReportFigure], pngs: dict[st
         f'(seed {esc(str(tables.ranking_config.get("seed", "?")))}).</p>',
         '<nav><a href="#leaderboard">Leaderboard</a>'
         + "".join(f'<a href="#{f.name}">{esc(f.title)}</a>' for f in figures if f.in_html)
-        + '<a href="#failures">Failed cases</a><a href="#configuration">Configuration</a>'
+        + '<a href="#failures">Failed cases</a><a href="#slots">Slots</a>'
+        + ('<a href="#calibration">Calibration</a>' if tables.calibration is not None else "")
+        + '<a href="#configuration">Configuration</a>'
         + '<a href="#versions">Versions</a></nav>',
         '<h2 id="leaderboard">Leaderboard</h2>',
         '<p class="note">Lower mean rank is better: the mean of each team\'s ranks over every '
@@ -233,6 +266,7 @@ def render_html(tables: ReportTables, figures: list[ReportFigure], pngs: dict[st
         parts.append('<p class="note">A case without a prediction scores 0 on every class '
                      "present; a failed run takes the preset's runtime and GPU penalties.</p>")
         parts.append(_table_html(tables.failures))
+    parts += _slots_html(tables)
     parts.append('<h2 id="configuration">Configuration</h2>')
     for section, settings in _configuration(tables).items():
         rows = pd.DataFrame({"setting": list(settings),
@@ -248,7 +282,8 @@ def render_html(tables: ReportTables, figures: list[ReportFigure], pngs: dict[st
 
 
 def write_report(results_dir: StrPath, out_html: StrPath, *, figures_dir: StrPath | None = None,
-                 top: int = 5, title: str = "flare-eval challenge report") -> Path:
+                 top: int = 5, title: str = "flare-eval challenge report",
+                 calibration: StrPath | None = None) -> Path:
     """Read a results folder, draw every figure and write the self-contained HTML report.
 
     Parameters
@@ -263,6 +298,9 @@ def write_report(results_dir: StrPath, out_html: StrPath, *, figures_dir: StrPat
         Teams shown in the per-team figures.
     title
         Page title.
+    calibration
+        The ``flare-eval calibrate`` table the slots were checked against, shown after where
+        each team's cases ran (:func:`load_results`).
 
     Returns
     -------
@@ -272,7 +310,7 @@ def write_report(results_dir: StrPath, out_html: StrPath, *, figures_dir: StrPat
     from flare_eval.io import atomic_write_text
     from flare_eval.report.base import figure_png, save_figure
 
-    tables = load_results(results_dir)
+    tables = load_results(results_dir, calibration=calibration)
     figures = report_figures(tables, top=top)
     pngs = {figure.name: figure_png(figure.figure) for figure in figures}
     if figures_dir is not None:

@@ -15,7 +15,7 @@ from flare_eval.typing import StrPath
 if TYPE_CHECKING:
     import pandas as pd
 
-__all__ = ["RANKING_FOLDER", "ReportTables", "load_results", "team_summary"]
+__all__ = ["RANKING_FOLDER", "ReportTables", "load_results", "slot_table", "team_summary"]
 
 @dataclass(frozen=True)
 class ReportTables:
@@ -41,6 +41,8 @@ class ReportTables:
     failures
         Cases that did not go well: ``team, case, stage, status, message``, where ``stage`` is
         ``score`` (``cases.csv``) or ``run`` (``runs.csv``).
+    calibration
+        The ``flare-eval calibrate`` table the runs were checked against, or ``None``.
     """
 
     leaderboard: pd.DataFrame
@@ -55,6 +57,7 @@ class ReportTables:
     lesion_table: pd.DataFrame
     runs: pd.DataFrame
     failures: pd.DataFrame
+    calibration: pd.DataFrame | None = None
 
 
 def _csv(path: Path, *, columns: tuple[str, ...] | None = None) -> pd.DataFrame:
@@ -104,7 +107,7 @@ def _lesions(folder: Path, team: str, lesion_name: str) -> pd.DataFrame:
     return table
 
 
-def load_results(results_dir: StrPath) -> ReportTables:
+def load_results(results_dir: StrPath, *, calibration: StrPath | None = None) -> ReportTables:
     """Read the results folder.
 
     Parameters
@@ -113,6 +116,10 @@ def load_results(results_dir: StrPath) -> ReportTables:
         ``RESULTS/<team>/`` folders with ``per_case.csv``, ``cases.csv``, ``metrics_long.csv``,
         ``lesions_per_case.csv``, ``run.json`` and optionally ``runs.csv``; and
         ``RESULTS/ranking/`` with the outputs of ``flare-eval rank``.
+    calibration
+        A table of ``flare-eval calibrate`` (``evaluate --calibration`` keeps it as
+        ``OUT/calibration.csv``), read with
+        :func:`~flare_eval.runner.calibrate.read_calibration`.
 
     Returns
     -------
@@ -122,9 +129,11 @@ def load_results(results_dir: StrPath) -> ReportTables:
     ------
     InputError
         No ranking folder, a required table missing or unreadable, teams scored with
-        different options (unless ranked with ``--allow-mixed-options``).
+        different options (unless ranked with ``--allow-mixed-options``), a calibration table
+        that is missing or lacks its columns.
     """
     from flare_eval.ranking.table import check_same_options
+    from flare_eval.runner.calibrate import read_calibration
 
     root = Path(results_dir)
     ranking = root / RANKING_FOLDER
@@ -176,6 +185,7 @@ def load_results(results_dir: StrPath) -> ReportTables:
         lesion_table=_concat(lesions, ("team", "case", "dsc", "nsd")),
         runs=_concat(runs, ("team", "case", "status")),
         failures=_concat(failures, failure_columns).fillna({"message": ""}),
+        calibration=None if calibration is None else read_calibration(Path(calibration)),
     )
 
 
@@ -198,3 +208,28 @@ def team_summary(tables: ReportTables) -> pd.DataFrame:
         summary = summary.merge(ok.groupby("team")["max_gpu_mib"].mean().rename("max_gpu_mib"),
                                 left_on="team", right_index=True, how="left")
     return summary
+
+
+#: The columns of ``runs.csv`` that say where a case ran, in the slot table's order.
+WHERE_COLUMNS: tuple[str, ...] = ("host", "slot", "cpuset", "gpu_name", "gpu_uuid")
+
+
+def slot_table(tables: ReportTables) -> pd.DataFrame:
+    """Where each team's cases ran: one row per team and slot, with the number of cases.
+
+    Returns
+    -------
+    pandas.DataFrame
+        ``team, host, slot, cpuset, gpu_name, gpu_uuid, cases`` from every team's
+        ``runs.csv`` (every recorded case, failed ones too), sorted by team and slot; empty
+        when no team has runner outputs that say where they ran.
+    """
+    import pandas as pd
+
+    runs = tables.runs
+    columns = ["team", *WHERE_COLUMNS]
+    if runs.empty or not set(WHERE_COLUMNS) <= set(runs.columns) or runs["slot"].isna().all():
+        return pd.DataFrame(columns=[*columns, "cases"])
+    where = runs[columns].astype("string").fillna("")
+    counted = where.groupby(columns, sort=True).size().rename("cases").reset_index()
+    return counted

@@ -17,11 +17,17 @@ pipeline has to load them.
 
 from __future__ import annotations
 
+import csv
+import html
 import json
+import re
 import signal
+import socket
 import subprocess
 import sys
 import time
+from collections import Counter
+from html.parser import HTMLParser
 from pathlib import Path
 
 import pandas as pd
@@ -30,7 +36,7 @@ import pytest
 from flare_eval.cli.main import main
 from flare_eval.runner.docker_backend import CONTAINER_LABEL, WORK_LABEL
 from flare_eval.runner.intake import case_folder
-from tests.conftest import require_module
+from tests.conftest import require_module, run_chromium
 from tests.organizer.conftest import Challenge, Team, build_challenge, remove_tags
 
 require_module("psutil")  # the runner's sampler
@@ -38,6 +44,7 @@ pytest.importorskip("matplotlib")  # the report
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
 TIMEOUT_S = "4"
+HOST = socket.gethostname()
 SCORE_TABLES = ("per_case.csv", "cases.csv", "metrics_long.csv", "lesions_per_case.csv",
                 "lesions.csv", "scores.txt")
 RANKING_TABLES = ("bootstrap_kendall.csv", "bootstrap_ranks.csv", "bootstrap_summary.csv")
@@ -220,11 +227,26 @@ def test_a_running_evaluation_holds_its_folder(challenge, tmp_path, capsys):
     assert not (out / "manifest.json").exists()
 
 
-def test_two_slots_give_the_same_results_as_one_at_a_time(finished, challenge, tmp_path,
+@pytest.fixture(scope="module")
+def two_slots(challenge, tmp_path_factory) -> Path:
+    """--slots cpu:0,cpu:1 (one core each), interleaved, checked against a calibration that
+    says the two slots are alike (``calibration.csv`` beside ``out``)."""
+    root = tmp_path_factory.mktemp("slots")
+    table = root / "calibration.csv"
+    table.write_text(
+        "host,slot,cpuset,cpu_model,gpu_name,gpu_uuid,workload,mode,seconds,ratio,note\n"
+        + "".join(f"{HOST},{k},{k},X,,,cpu,{mode},{1 + k / 50},{1 + k / 50},\n"
+                  for mode in ("alone", "together") for k in (0, 1)))
+    out = root / "out"
+    assert main([*_args(challenge, out), "--slots", "cpu:0,cpu:1", "--interleave-teams",
+                 "--calibration", str(table)]) == 4
+    return out
+
+
+def test_two_slots_give_the_same_results_as_one_at_a_time(finished, two_slots, challenge,
                                                           docker_client):
     """--slots 2 (one core each): what runs where changes, no score, rank or failure does."""
-    out = tmp_path / "out"
-    assert main([*_args(challenge, out), "--slots", "cpu:0,cpu:1", "--interleave-teams"]) == 4
+    out = two_slots
     for team in ("alpha", "bravo", "charlie", "delta"):
         a, b = finished / "results" / team, out / "results" / team
         for name in SCORE_TABLES:
@@ -244,14 +266,115 @@ def test_two_slots_give_the_same_results_as_one_at_a_time(finished, challenge, t
     assert _leftovers(docker_client, out, challenge) == []
 
 
+class _Tables(HTMLParser):
+    """The cells of the first table after each ``<h2 id=...>`` of an HTML page, row by row."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__()
+        self.tables: dict[str, list[list[str]]] = {}
+        self._section: str | None = None
+        self._rows: list[list[str]] | None = None
+        self._cell: str | None = None
+        self.feed(text)
+
+    def handle_starttag(self, tag, attrs):
+        if tag == "h2":
+            self._section = dict(attrs).get("id")
+        elif tag == "table" and self._section not in self.tables:
+            self._rows = self.tables.setdefault(self._section, [])
+        elif tag == "tr" and self._rows is not None:
+            self._rows.append([])
+        elif tag in ("td", "th") and self._rows is not None:
+            self._cell = ""
+
+    def handle_data(self, data):
+        if self._cell is not None:
+            self._cell += data
+
+    def handle_endtag(self, tag):
+        if tag in ("td", "th") and self._cell is not None:
+            self._rows[-1].append(self._cell.strip())
+            self._cell = None
+        elif tag == "table":
+            self._rows = None
+
+
+def _expected_slots(out: Path) -> dict[tuple[str, ...], int]:
+    """The oracle: per team, (host, slot, cpuset) of every row of its runs.csv, counted."""
+    counts: Counter[tuple[str, ...]] = Counter()
+    for team in ("alpha", "bravo", "charlie"):
+        with (out / "results" / team / "runs.csv").open() as stream:
+            for row in csv.DictReader(stream):
+                counts[(team, row["host"], row["slot"], row["cpuset"])] += 1
+    return dict(counts)
+
+
+def test_the_report_shows_each_team_s_slots_and_the_calibration(two_slots, tmp_path):
+    table = two_slots.parent / "calibration.csv"
+    again = tmp_path / "report.html"
+    assert main(["report", str(two_slots / "results"), "--out", str(again),
+                 "--calibration", str(table)]) == 0
+    for page in (two_slots / "report.html", again):  # evaluate's, and flare-eval report's
+        tables = _Tables(page.read_text()).tables
+        header, *rows = tables["slots"]
+        assert header == ["team", "host", "slot", "cpuset", "gpu_name", "gpu_uuid", "cases"]
+        assert {tuple(r[:4]): int(r[6]) for r in rows} == _expected_slots(two_slots)
+        assert all(r[4] == r[5] == "" for r in rows)  # CPU-only slots: no GPU
+        # delta never ran (no image): no row; the others ran their 3 cases each
+        assert {r[0] for r in rows} == {"alpha", "bravo", "charlie"}
+        header, *rows = tables["calibration"]
+        assert header == ["host", "slot", "cpuset", "cpu_model", "gpu_name", "gpu_uuid",
+                          "workload", "mode", "seconds", "ratio", "note"]
+        assert rows == [[HOST, str(k), str(k), "X", "n/a", "n/a", "cpu", mode,
+                         f"{1 + k / 50:.3f}", f"{1 + k / 50:.3f}", ""]
+                        for mode in ("alone", "together") for k in (0, 1)]
+        # 1.02 / 1.00 - 1 = 2 %
+        assert ("cpu workload, alone: slots differ by 2.0% (slot 1 slowest, slot 0 fastest), "
+                "within the tolerance") in page.read_text()
+
+
+_TABLE_PROBE = """<script>
+window.addEventListener("load", () => {
+  const out = {};
+  for (const id of ["slots", "calibration"]) {
+    let node = document.getElementById(id);
+    while (node && node.tagName !== "TABLE") node = node.nextElementSibling;
+    out[id] = {visible: node.offsetHeight > 0, rows: Array.from(node.rows).map(
+      r => Array.from(r.cells).map(c => c.innerText.trim()))};
+  }
+  const pre = document.createElement("pre");
+  pre.id = "probe";
+  pre.textContent = JSON.stringify(out);
+  document.body.appendChild(pre);
+});
+</script></body>"""
+
+
+@pytest.mark.chromium
+def test_the_slot_tables_in_headless_chromium(two_slots, tmp_path, chromium_path):
+    """What a browser shows of both tables: the cells the HTML parser reads, laid out."""
+    probe = tmp_path / "probe.html"
+    text = (two_slots / "report.html").read_text()
+    probe.write_text(text.replace("</body>", _TABLE_PROBE))
+    dom = run_chromium(chromium_path, tmp_path / "profile", "--virtual-time-budget=10000",
+                       "--dump-dom", probe.as_uri()).stdout
+    found = re.search(r'<pre id="probe">(.*?)</pre>', dom)
+    assert found, "the probe script did not run"
+    shown = json.loads(html.unescape(found.group(1)))
+    parsed = _Tables(text).tables
+    for section in ("slots", "calibration"):
+        assert shown[section]["visible"], section
+        assert shown[section]["rows"] == parsed[section], section
+
+
 def test_uneven_calibrated_slots_are_refused_before_anything_runs(challenge, tmp_path, capsys):
     # slot 1 takes 1.5 s where slot 0 takes 1.0 s: 50 % apart, over the 10 % tolerance
     table = tmp_path / "calibration.csv"
-    table.write_text("slot,cpuset,gpu_uuid,workload,mode,seconds,ratio,note\n"
-                     "0,0,,cpu,alone,1.0,1.0,\n1,1,,cpu,alone,1.5,1.5,\n")
+    table.write_text("host,slot,cpuset,cpu_model,gpu_name,gpu_uuid,workload,mode,seconds,ratio,"
+                     f"note\n{HOST},0,0,X,,,cpu,alone,1.0,1.0,\n{HOST},1,1,X,,,cpu,alone,1.5,1.5,\n")
     out = tmp_path / "out"
     args = [*_args(challenge, out), "--slots", "cpu:0,cpu:1", "--calibration", str(table)]
     assert main(args) == 2
-    assert ("slots differ by 50% on the cpu workload (alone): slot 1 1.500 s, slot 0 1.000 s; "
-            "the tolerance is 10%") in capsys.readouterr().err
+    assert (f"slots differ by 50% on the cpu workload (alone): slot 1 on {HOST} 1.500 s, slot 0 "
+            f"on {HOST} 1.000 s; the tolerance is 10%") in capsys.readouterr().err
     assert not (out / "manifest.json").exists() and not (out / "results").exists()

@@ -12,7 +12,6 @@ predictions byte for byte, each case recorded exactly once.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import time
@@ -24,7 +23,7 @@ import pytest
 from flare_eval.cli.main import main
 from flare_eval.runner.docker_backend import CONTAINER_LABEL
 from flare_eval.runner.fleet import tarball_image_ids
-from tests.conftest import require_module
+from tests.conftest import require_module, slot_worker
 from tests.organizer.conftest import Team, build_challenge, remove_tags
 
 require_module("psutil")
@@ -52,15 +51,6 @@ def _args(challenge, out: Path) -> list[str]:
             "--timeout", "30", "--bootstrap", "20", "--seed", "3", "--no-progress"]
 
 
-def _worker(address: str, name: str, slot: str) -> subprocess.Popen:
-    env = {**os.environ, "FLARE_EVAL_SLOT": slot}
-    # --no-nanny: the process is the worker, so killing it loses the worker for good
-    return subprocess.Popen(
-        [sys.executable, "-m", "dask", "worker", address, "--name", name, "--nthreads", "1",
-         "--no-nanny", "--resources", "SLOT=1", "--no-dashboard"],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-
-
 def _running_on_core(docker_client, core: str) -> list:
     return [c for c in docker_client.containers.list(filters={"label": CONTAINER_LABEL})
             if c.attrs["HostConfig"].get("CpusetCpus") == core]
@@ -80,8 +70,8 @@ def test_killed_worker_leaves_the_sequential_leaderboard(challenge, tmp_path, do
 
     cluster = distributed.LocalCluster(n_workers=0, processes=False, protocol="tcp://",
                                        host="127.0.0.1", dashboard_address=":0")
-    workers = {"w0": _worker(cluster.scheduler_address, "w0", "cpu:0"),
-               "w1": _worker(cluster.scheduler_address, "w1", "cpu:1")}
+    workers = {"w0": slot_worker(cluster.scheduler_address, "w0", "cpu:0"),
+               "w1": slot_worker(cluster.scheduler_address, "w1", "cpu:1")}
     out = tmp_path / "fleet"
     try:
         with distributed.Client(cluster) as client:

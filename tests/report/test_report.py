@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import re
 import shutil
-import subprocess
 from pathlib import Path
 
 import pandas as pd
@@ -14,6 +13,7 @@ import pytest
 from flare_eval.cli.main import main
 from flare_eval.demo import run_demo
 from flare_eval.report import load_results
+from tests.conftest import run_chromium
 
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 #: Figures embedded in the report when there are runner outputs: all 12 but the leaderboard,
@@ -91,20 +91,13 @@ window.addEventListener("load", () => {
 </script></body>"""
 
 
-def _chromium(binary: str, profile: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    command = [binary, "--headless", "--no-sandbox", "--disable-gpu",
-               "--disable-background-networking", "--disable-component-update", "--no-first-run",
-               "--disable-sync", "--hide-scrollbars", f"--user-data-dir={profile}", *args]
-    return subprocess.run(command, capture_output=True, text=True, timeout=120, check=True)
-
-
 @pytest.mark.chromium
 def test_report_in_headless_chromium(demo_dir: Path, tmp_path: Path, chromium_path: str) -> None:
     report = demo_dir / "report.html"
     probe = tmp_path / "probe.html"
     probe.write_text(report.read_text().replace("</body>", _PROBE))
-    dom = _chromium(chromium_path, tmp_path / "profile1", "--virtual-time-budget=10000",
-                    "--dump-dom", probe.as_uri()).stdout
+    dom = run_chromium(chromium_path, tmp_path / "profile1", "--virtual-time-budget=10000",
+                       "--dump-dom", probe.as_uri()).stdout
     found = re.search(r'<pre id="probe">(.*?)</pre>', dom)
     assert found, "the probe script did not run"
     result = json.loads(found.group(1).replace("&quot;", '"'))
@@ -113,7 +106,7 @@ def test_report_in_headless_chromium(demo_dir: Path, tmp_path: Path, chromium_pa
     ARTIFACTS.mkdir(exist_ok=True)
     screenshot = ARTIFACTS / "report.png"
     screenshot.unlink(missing_ok=True)
-    _chromium(chromium_path, tmp_path / "profile2", "--window-size=1280,4000",
-              f"--screenshot={screenshot}", report.as_uri())
+    run_chromium(chromium_path, tmp_path / "profile2", "--window-size=1280,4000",
+                 f"--screenshot={screenshot}", report.as_uri())
     assert screenshot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     shutil.copy(report, ARTIFACTS / "report.html")
