@@ -17,9 +17,9 @@ import pandas as pd
 import pytest
 
 from flare_eval.cli.main import main
-from flare_eval.errors import EXIT_INPUT, EXIT_PARTIAL
+from flare_eval.errors import EXIT_INPUT, EXIT_OK, EXIT_PARTIAL
 from flare_eval.phantoms import write_phantom_set
-from flare_eval.presets import FLARE23
+from flare_eval.presets import FLARE23, PRESETS
 from tests.conftest import require_module
 
 sitk = require_module("SimpleITK")
@@ -183,3 +183,28 @@ def test_a_tiff_output_is_a_failed_case_that_says_why(platform, tmp_path):
                   if r["case"] == ids[0])
     assert result["status"] == "missing_prediction"
     assert f"{folder} holds a TIFF (seg.tif), which flare-eval does not read" in result["message"]
+
+
+def test_a_flare24_task1_method_zeroes_a_case_and_has_no_organ_means(tmp_path):
+    """--preset flare24-task1: two of the hand-built cases of tests/test_challenge_flare24.py
+    as jobs (``exact_plus_2`` zeroed, 0 / 0; ``shifted`` 0.75 / 1)."""
+    from tests.test_challenge_flare24 import T1_EXPECTED, _write_task1
+
+    _write_task1(tmp_path / "cases")
+    input_dir = tmp_path / "input"
+    input_dir.mkdir()
+    jobs = [job(input_dir, f"{case}_0000.nii.gz", tmp_path / "cases" / "pred" / f"{case}.nii.gz",
+                "00:00:10") for case in ("exact_plus_2", "shifted")]
+    (input_dir / "predictions.json").write_text(json.dumps(jobs))
+    labels = tmp_path / "labels"
+    labels.mkdir()
+    for case in ("exact_plus_2", "shifted"):
+        shutil.copy(tmp_path / "cases" / "gt" / f"{case}.nii.gz", labels)
+    assert evaluate(tmp_path, tmp_path / "output", "--preset", "flare24-task1") == EXIT_OK
+    metrics = strict_json(tmp_path / "output" / "metrics.json")
+    got = {r["case"]: (r["Lesion_DSC"], r["Lesion_NSD"]) for r in metrics["results"]}
+    assert got == {case: T1_EXPECTED[case] for case in ("exact_plus_2", "shifted")}
+    # (0 + 0.75) / 2 = 0.375, (0 + 1) / 2 = 0.5; no organ class, no organ mean
+    assert metrics["aggregates"] == {"Lesion_DSC": 0.375, "Lesion_NSD": 0.5,
+                                     "Runtime_mean_s": 10.0, "Runtime_max_s": 10.0}
+    assert metrics["definition_sha256"] == PRESETS["flare24-task1"].content_sha256
