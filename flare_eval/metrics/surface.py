@@ -54,12 +54,18 @@ class SurfaceDistances:
         prediction has none) and its area.
     distances_pred_to_ref_mm, surfel_areas_pred_mm2
         The same from the prediction's side.
+    order_ref_to_pred, order_pred_to_ref
+        The indices that sort each side's distances ascending, equal distances in surfel order:
+        ``np.argsort(distances, kind="stable")``, found with the distances (the percentiles'
+        cumulative areas are summed in this order).
     """
 
     distances_ref_to_pred_mm: NDArray[np.float64]
     surfel_areas_ref_mm2: NDArray[np.float64]
     distances_pred_to_ref_mm: NDArray[np.float64]
     surfel_areas_pred_mm2: NDArray[np.float64]
+    order_ref_to_pred: NDArray[np.intp]
+    order_pred_to_ref: NDArray[np.intp]
 
 
 @functools.lru_cache(maxsize=64)
@@ -145,60 +151,98 @@ def _exact_distance(delta: NDArray[np.intp], spacing_view: NDArray[np.float64],
 #: (1.5 to 2.5 alike within the noise).
 BALL_SPACINGS = 2.5
 
+@dataclass(frozen=True)
+class _Ball:
+    """The grid offsets within the probed ball, in increasing order of exact length.
+
+    ``lengths`` holds the distinct lengths (mm, ascending) and ``inf`` last, ``ranks`` the
+    index of each offset's length in it (equal lengths, equal rank; the last index is left for
+    the surfels beyond the ball), ``pad`` the largest offset per axis.
+    """
+
+    offsets: NDArray[np.intp]
+    ranks: NDArray[np.unsignedinteger]
+    lengths: NDArray[np.float64]
+    pad: tuple[int, int, int]
+
 
 @functools.lru_cache(maxsize=64)
-def _ball_offsets(spacing_view: tuple[float, float, float], stored_order: tuple[int, int, int]
-                  ) -> tuple[NDArray[np.intp], list[float]]:
-    """Grid offsets within the probed ball, sorted by their exact length, and those lengths."""
+def _ball(spacing_view: tuple[float, float, float], stored_order: tuple[int, int, int]) -> _Ball:
+    """The probed ball of a spacing (array axis order).
+
+    The candidate box reaches one offset beyond ``radius / spacing`` on each axis: every offset
+    outside it is longer than ``radius`` by at least a spacing, whatever the rounding, so every
+    distance the k-d tree finds is longer than every length of the ball.
+    """
     view = np.array(spacing_view)
     radius = BALL_SPACINGS * float(view.max())
-    reach = np.floor(radius / view).astype(int)
+    reach = np.floor(radius / view).astype(int) + 1
     grid = np.stack(np.meshgrid(*(np.arange(-r, r + 1) for r in reach), indexing="ij"), -1)
     offsets = grid.reshape(-1, 3)
     lengths = _exact_distance(offsets, view, stored_order)
     keep = lengths <= radius
     order = np.argsort(lengths[keep], kind="stable")
     offsets = offsets[keep][order]
-    offsets.setflags(write=False)
-    return offsets, lengths[keep][order].tolist()
+    distinct, ranks = np.unique(lengths[keep][order], return_inverse=True)
+    # 16-bit ranks are sorted by radix (one pass); wider only for an extreme anisotropy
+    ranks = ranks.astype(np.uint16 if distinct.size < 1 << 16 else np.uint32)
+    lengths = np.append(distinct, np.inf)
+    for array in (offsets, ranks, lengths):
+        array.setflags(write=False)
+    pad = tuple(int(p) for p in np.abs(offsets).max(axis=0))
+    return _Ball(offsets, ranks, lengths, pad)  # type: ignore[arg-type]
 
 
 def _nearest_distances(
     source: NDArray[np.intp], target_grid: NDArray[np.bool_], target: NDArray[np.intp],
-    shape: tuple[int, ...], pad: tuple[int, int, int], offsets: NDArray[np.intp],
-    lengths: list[float], spacing_view: NDArray[np.float64], stored_order: tuple[int, int, int],
-) -> NDArray[np.float64]:
-    """Exact distance (mm) from each source surfel to the nearest target surfel (inf if none).
+    shape: tuple[int, ...], ball: _Ball, spacing_view: NDArray[np.float64],
+    stored_order: tuple[int, int, int],
+) -> tuple[NDArray[np.float64], NDArray[np.intp]]:
+    """Exact distance (mm) from each source surfel to the nearest target surfel (inf if none),
+    and the stable ascending order of those distances.
 
     ``source`` and ``target`` are flat indices into the padded grid of ``shape``
     (:func:`_surfels`), ``target_grid`` that grid, flattened.  Most surfels of a fair
     segmentation have a counterpart within a voxel or two: those are found by probing the
-    target grid at ``offsets`` in increasing order of length (the first hit is the nearest,
-    since the probed ball holds every closer offset).  The rest go to a k-d tree, on the
-    positions less the padding.  Every distance is computed from an integer index difference
-    with :func:`_exact_distance`, so the values are those of scipy's exact distance transform.
+    target grid at the ball's offsets in increasing order of length (the first hit is the
+    nearest, since the probed ball holds every closer offset).  The rest go to a k-d tree, on
+    the positions less the padding.  Every distance is computed from an integer index
+    difference with :func:`_exact_distance`, so the values are those of scipy's exact
+    distance transform.
+
+    The order comes from the probing: each surfel keeps the rank of its length among the
+    ball's distinct lengths, a stable radix sort of the ranks orders the probed surfels as
+    ``np.argsort(distances, kind="stable")`` would, and the k-d tree's surfels, all farther
+    than the ball, follow in the order of their own distances.
     """
-    distances = np.full(source.shape[0], np.inf)
     if target.shape[0] == 0 or source.shape[0] == 0:
-        return distances
+        return np.full(source.shape[0], np.inf), np.arange(source.shape[0])
+    # the rank of each surfel's length in the ball (the distances follow from it); the last
+    # rank (inf) marks the surfels left unresolved
+    rank = np.full(source.shape[0], ball.lengths.size - 1, dtype=ball.ranks.dtype)
     strides = np.array([shape[1] * shape[2], shape[2], 1], dtype=np.intp)
     todo, base = np.arange(source.shape[0]), source  # base: flat index of each unresolved one
-    for step, length in zip((offsets @ strides).tolist(), lengths):
+    for step, length_rank in zip((ball.offsets @ strides).tolist(), ball.ranks.tolist()):
         hit = target_grid[base + step]
         if not hit.any():
             continue
-        distances[todo[hit]] = length
+        rank[todo[hit]] = length_rank
         miss = ~hit
         todo, base = todo[miss], base[miss]
         if todo.size == 0:
-            return distances
-    corner = np.array(pad, dtype=np.intp)
+            break
+    distances = ball.lengths[rank]
+    order = np.argsort(rank, kind="stable")  # the unresolved last, in index order
+    if todo.size == 0:
+        return distances, order
+    corner = np.array(ball.pad, dtype=np.intp)
     target_pos = np.stack(np.unravel_index(target, shape), axis=1) - corner
     source_pos = np.stack(np.unravel_index(base, shape), axis=1) - corner
     tree = cKDTree(target_pos * spacing_view, balanced_tree=False, compact_nodes=False)
     _, nearest = tree.query(source_pos * spacing_view, k=1)
     distances[todo] = _exact_distance(source_pos - target_pos[nearest], spacing_view, stored_order)
-    return distances
+    order[order.size - todo.size:] = todo[np.argsort(distances[todo], kind="stable")]
+    return distances, order
 
 
 def compute_surface_distances(
@@ -251,8 +295,8 @@ def compute_surface_distances(
         reference, prediction = reference.T, prediction.T
     box = bounding_box(reference, prediction)
     if box is None:
-        empty = np.zeros(0)
-        return SurfaceDistances(empty, empty, empty, empty)
+        empty, none = np.zeros(0), np.zeros(0, dtype=np.intp)
+        return SurfaceDistances(empty, empty, empty, empty, none, none)
     return surface_distances_of_view(
         reference[box], prediction[box], spacing_mm=spacing, reversed_axes=reversed_axes  # type: ignore[arg-type]
     )
@@ -282,17 +326,20 @@ def surface_distances_of_view(
     spacing_view = np.array(spacing_mm[::-1] if reversed_axes else spacing_mm, dtype=np.float64)
     stored_order = (2, 1, 0) if reversed_axes else (0, 1, 2)
     table = surfel_area_table(tuple(float(s) for s in spacing_mm))  # type: ignore[arg-type]
-    offsets, lengths = _ball_offsets(tuple(spacing_view.tolist()), stored_order)
-    pad = tuple(int(p) for p in np.abs(offsets).max(axis=0))
-    shape = tuple(s + 1 + 2 * p for s, p in zip(reference.shape, pad))
-    ref_grid, ref_at, ref_area = _surfels(reference, reversed_axes, table, pad)
-    pred_grid, pred_at, pred_area = _surfels(prediction, reversed_axes, table, pad)
-    geometry = (shape, pad, offsets, lengths, spacing_view, stored_order)
+    ball = _ball(tuple(spacing_view.tolist()), stored_order)  # type: ignore[arg-type]
+    shape = tuple(s + 1 + 2 * p for s, p in zip(reference.shape, ball.pad))
+    ref_grid, ref_at, ref_area = _surfels(reference, reversed_axes, table, ball.pad)
+    pred_grid, pred_at, pred_area = _surfels(prediction, reversed_axes, table, ball.pad)
+    geometry = (shape, ball, spacing_view, stored_order)
+    ref_to_pred, ref_order = _nearest_distances(ref_at, pred_grid, pred_at, *geometry)
+    pred_to_ref, pred_order = _nearest_distances(pred_at, ref_grid, ref_at, *geometry)
     return SurfaceDistances(
-        distances_ref_to_pred_mm=_nearest_distances(ref_at, pred_grid, pred_at, *geometry),
+        distances_ref_to_pred_mm=ref_to_pred,
         surfel_areas_ref_mm2=ref_area,
-        distances_pred_to_ref_mm=_nearest_distances(pred_at, ref_grid, ref_at, *geometry),
+        distances_pred_to_ref_mm=pred_to_ref,
         surfel_areas_pred_mm2=pred_area,
+        order_ref_to_pred=ref_order,
+        order_pred_to_ref=pred_order,
     )
 
 
@@ -321,14 +368,13 @@ def surface_dice(distances: SurfaceDistances, *, tolerance_mm: float) -> float:
 
 
 def _percentile_distance(
-    dist: NDArray[np.float64], area: NDArray[np.float64], percent: float
+    dist: NDArray[np.float64], area: NDArray[np.float64], order: NDArray[np.intp], percent: float
 ) -> float:
     if dist.size == 0:
         return float("inf")
-    order = np.argsort(dist, kind="stable")
     cumulative = np.cumsum(area[order]) / area.sum()
     index = min(int(np.searchsorted(cumulative, percent / 100.0)), dist.size - 1)
-    return float(dist[order][index])
+    return float(dist[order[index]])
 
 
 def robust_hausdorff(distances: SurfaceDistances, *, percent: float = 95.0) -> float:
@@ -337,13 +383,21 @@ def robust_hausdorff(distances: SurfaceDistances, *, percent: float = 95.0) -> f
     The larger of the two directed ``percent``-th percentiles of surfel distances, each taken on
     the cumulative surfel area as DeepMind's ``compute_robust_hausdorff`` does.  ``inf`` when one
     surface is empty.
+
+    Notes
+    -----
+    The cumulative area is summed in the stable ascending order of the distances (the
+    ``order_*`` fields): a partial sort (``np.partition``) would find the percentile's distance
+    but sum the areas in another order, and a float sum's last bit depends on its order.
     """
     return max(
         _percentile_distance(
-            distances.distances_ref_to_pred_mm, distances.surfel_areas_ref_mm2, percent
+            distances.distances_ref_to_pred_mm, distances.surfel_areas_ref_mm2,
+            distances.order_ref_to_pred, percent,
         ),
         _percentile_distance(
-            distances.distances_pred_to_ref_mm, distances.surfel_areas_pred_mm2, percent
+            distances.distances_pred_to_ref_mm, distances.surfel_areas_pred_mm2,
+            distances.order_pred_to_ref, percent,
         ),
     )
 

@@ -148,3 +148,50 @@ def test_real_masks_match_oracle(shared_data):
         assert surface_dice(ours, tolerance_mm=2.0) == pytest.approx(
             sd_oracle.compute_surface_dice_at_tolerance(expected, 2.0), abs=1e-12
         )
+
+
+def _stable_order_holds(sd):
+    # the oracle: numpy's stable argsort of the distances themselves
+    return (np.array_equal(sd.order_ref_to_pred, np.argsort(sd.distances_ref_to_pred_mm, kind="stable"))
+            and np.array_equal(sd.order_pred_to_ref, np.argsort(sd.distances_pred_to_ref_mm, kind="stable")))
+
+
+@pytest.mark.parametrize("spacing", SPACINGS)
+def test_distance_order_is_the_stable_argsort(rng, spacing):
+    # blobs on a grid: thousands of equal distances, whose order decides the HD95 sums' last bit
+    spacing = tuple(float(np.float32(s)) for s in spacing)
+    for _ in range(3):
+        a, b = blob(rng, (34, 30, 26)), blob(rng, (34, 30, 26))
+        sd = compute_surface_distances(a, b, spacing_mm=spacing)
+        assert np.unique(sd.distances_ref_to_pred_mm).size < sd.distances_ref_to_pred_mm.size / 10
+        assert _stable_order_holds(sd)
+
+
+def test_distance_order_with_surfels_beyond_the_probed_ball():
+    # two boxes far apart and one touching: distances of the probe and of the k-d tree, mixed
+    a = np.zeros((40, 40, 40), bool)
+    b = np.zeros((40, 40, 40), bool)
+    a[5:12, 5:12, 5:12] = True
+    a[25:30, 30:35, 5:10] = True
+    b[25:35, 22:30, 20:36] = True
+    b[26:31, 30:35, 4:9] = True
+    sd = compute_surface_distances(a, b, spacing_mm=(0.8, 0.8, 2.5))
+    assert sd.distances_ref_to_pred_mm.max() > 2.5 * 2.5 and sd.distances_ref_to_pred_mm.min() == 0
+    assert _stable_order_holds(sd)
+    empty = compute_surface_distances(a, np.zeros_like(a), spacing_mm=(1.0, 1.0, 1.0))
+    assert np.array_equal(empty.order_ref_to_pred, np.arange(empty.distances_ref_to_pred_mm.size))
+
+
+def test_every_offset_beyond_the_probed_ball_is_longer_than_it():
+    # 2.5 / 0.22727272727272730 rounds below 11, yet 11 such steps are 2.5 mm: a ball boxed by
+    # floor(radius / spacing) would leave that offset to the k-d tree, at the ball's own length
+    from flare_eval.metrics.surface import BALL_SPACINGS, _ball
+
+    spacing = (1.0, 1.0, 0.2272727272727273)
+    assert np.floor(2.5 / spacing[2]) == 10 and 11 * spacing[2] == 2.5
+    ball = _ball(spacing, (0, 1, 2))
+    grid = np.stack(np.meshgrid(*(np.arange(-15, 16),) * 3, indexing="ij"), -1).reshape(-1, 3)
+    lengths = np.sqrt(((grid * np.array(spacing)) ** 2).sum(axis=1))
+    inside = {tuple(o) for o in ball.offsets.tolist()}
+    outside = np.array([tuple(o) not in inside for o in grid.tolist()])
+    assert lengths[outside].min() > lengths[~outside].max() == BALL_SPACINGS * 1.0
