@@ -19,6 +19,11 @@ the organizer's path) only when its engine lacks that ID, once per host (a lock 
 host's temporary folder), and refuses the case as ``error`` when the loaded image has
 another ID (the worker's copy of the tarball differs).
 
+Placement: all of a team's cases run on slots of one hardware identity (CPU model, number of
+cores, GPU model; :func:`~flare_eval.runner.slot_workers.place_teams`), so that its timings
+are comparable: each task may run only on those workers (``workers=``). A team resumed goes
+back to the identity its finished cases ran on.
+
 Crash safety: a worker that dies takes its case with it; dask runs the task again on another
 worker and only one result comes back per case. The organizer killed, the run started again
 skips every case whose record arrived, as a local run does.
@@ -317,6 +322,24 @@ def _store(team_dir: Path, result: CaseResult) -> None:
                       json.dumps(result.document))
 
 
+def _alike_slots(client: Any, runs: dict[str, Any]) -> dict[str, list[str]]:
+    """Per team, the addresses of the slot workers its cases may run on: all of one hardware
+    identity (:func:`~flare_eval.runner.slot_workers.place_teams`), the one its finished
+    cases ran on when resumed."""
+    from flare_eval.runner.slot_workers import place_teams, slot_workers
+
+    if not runs:
+        return {}
+    ran_on = {}
+    for team, run in runs.items():
+        todo = {case for case, _ in run.todo}
+        ran_on[team] = {str(document["record"]["slot"]) for case, document in run.records.items()
+                        if case not in todo}
+    placed = place_teams([(team, len(run.todo)) for team, run in runs.items()],
+                         slot_workers(client), ran_on=ran_on)
+    return {team: [worker.address for worker in workers] for team, workers in placed.items()}
+
+
 def run_teams_on_cluster(
     address: str,
     teams: Sequence[tuple[str, Path]],
@@ -355,7 +378,9 @@ def run_teams_on_cluster(
     Raises
     ------
     ConfigError
-        No scheduler answers at ``address``.
+        No scheduler answers at ``address``, the cluster has no slot worker, or a resumed
+        team's finished cases ran on slots none of which is there now (a team's cases run on
+        slots of one hardware identity: :func:`~flare_eval.runner.slot_workers.place_teams`).
     RunnerError
         A case failed on the cluster (a worker raised, or dask gave up after workers died
         under it): the cases that arrived are kept, the same call resumes.
@@ -407,8 +432,10 @@ def run_teams_on_cluster(
             queues.append([Job(team, label, run_case_task) for label in tasks
                            if tasks[label].team == team])  # type: ignore[arg-type]
         order = [tasks[job.label] for job in schedule(queues, interleave=interleave)]
+        placed = _alike_slots(client, runs)
         # Dask runs tasks of equal priority in submission order: higher first.
         futures = [client.submit(run_case_task, task, resources={SLOT_RESOURCE: 1},
+                                 workers=placed[task.team],
                                  key=f"flare-eval-{task.team}-{task.case}-{uuid.uuid4().hex[:8]}",
                                  priority=len(order) - k, pure=False)
                    for k, task in enumerate(order)]
