@@ -25,8 +25,11 @@ are comparable: each task may run only on those workers (``workers=``). A team r
 back to the identity its finished cases ran on.
 
 Crash safety: a worker that dies takes its case with it; dask runs the task again on another
-worker and only one result comes back per case. The organizer killed, the run started again
-skips every case whose record arrived, as a local run does.
+worker and only one result comes back per case. The organizer (or the scheduler) killed, the
+run started again skips every case whose record arrived, as a local run does; the organizer
+writes a case's record after its other files, so a case killed half-written runs again. A
+try of a case waits for an earlier try of it still running on its host (a killed organizer's
+task, which the worker's thread cannot stop), as both use the case's staging folder there.
 """
 
 from __future__ import annotations
@@ -255,8 +258,6 @@ def run_case_task(task: CaseTask) -> CaseResult:
     from distributed import get_worker
 
     from flare_eval.runner.docker_backend import DockerBackend, connect
-    from flare_eval.runner.pool import run_on_slots
-    from flare_eval.runner.run import TeamRun
 
     slot = worker_slot(str(get_worker().name))
     client = connect()
@@ -265,6 +266,18 @@ def run_case_task(task: CaseTask) -> CaseResult:
                         DockerBackend(client, _local_id(client, task.image_ids), task.options))
     key = hashlib.sha256(f"{task.run_key}\0{task.team}\0{task.case}".encode()).hexdigest()[:24]
     stage = _host_folder() / key
+    with (_host_folder() / f"{key}.lock").open("a") as held:
+        # An earlier try of this case on this host may still run (its organizer or scheduler
+        # was killed, the worker's thread cannot be stopped): this try waits for it to end.
+        fcntl.flock(held, fcntl.LOCK_EX)
+        return _run_staged(task, backend, slot, stage)
+
+
+def _run_staged(task: CaseTask, backend: Backend, slot: Slot, stage: Path) -> CaseResult:
+    """:func:`run_case_task` in the case's staging folder ``stage`` of this host, held."""
+    from flare_eval.runner.pool import run_on_slots
+    from flare_eval.runner.run import TeamRun
+
     try:
         with TeamRun(backend, Path(task.images_dir), stage, team=task.team,
                      timeout_s=task.timeout_s, gpu_index=None, slots=[],

@@ -1,12 +1,15 @@
 """``flare-eval evaluate --scheduler``: cases run on dask slot workers, results kept by the
-organizer; a worker killed midway changes nothing but where a case ran.
+organizer; a worker, the organizer or the scheduler killed midway changes nothing but where a
+case ran.
 
 Two ``dask worker`` processes on loopback (``--resources SLOT=1``, one core each through
-``FLARE_EVAL_SLOT``, both on the shared docker engine) run 2 teams x 3 cases; one worker is
-SIGKILLed while its container runs. The oracle is the sequential run of the same inputs
-without a scheduler: the same leaderboard (the FLARE23 runtime floor of 15 s makes every
-run of these tiny cases tie; the raw runtime column is wall time and differs), the same
-predictions byte for byte, each case recorded exactly once.
+``FLARE_EVAL_SLOT``, both on the shared docker engine) run 2 teams x 3 cases; a worker is
+SIGKILLed while its container runs, or the organizer or the scheduler once two records
+arrived (then the same command runs again, on a fresh scheduler and workers where the
+scheduler died). The oracle is the sequential run of the same inputs without a scheduler: the
+same leaderboard (the FLARE23 runtime floor of 15 s makes every run of these tiny cases tie;
+the raw runtime column is wall time and differs), the same predictions byte for byte, each
+case recorded exactly once; what ran again is what the docker engine's own events say started.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import json
 import subprocess
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
 import pandas as pd
@@ -45,6 +49,32 @@ def challenge(docker_client, tmp_path_factory):
     remove_tags(docker_client, built.tags)
 
 
+@pytest.fixture(scope="module")
+def sequential(challenge, tmp_path_factory) -> Path:
+    """The oracle: the same evaluation without a scheduler, one case at a time."""
+    out = tmp_path_factory.mktemp("sequential") / "out"
+    assert main(_args(challenge, out)) == 4  # finished, bravo's crash failed
+    return out
+
+
+def _assert_as_sequential(sequential: Path, out: Path, cases: list[str]) -> None:
+    """The leaderboard, failures, predictions and logs of the sequential run; every case
+    recorded exactly once."""
+    boards = [pd.read_csv(o / "results" / "ranking" / "leaderboard.csv").drop(columns="runtime")
+              for o in (sequential, out)]
+    pd.testing.assert_frame_equal(*boards)
+    assert (sequential / "failures.csv").read_bytes() == (out / "failures.csv").read_bytes()
+    for team in ("alpha", "bravo"):
+        table = pd.read_csv(out / "results" / team / "runs.csv", dtype=str)
+        assert sorted(table["case"]) == cases  # every case exactly once
+        records = sorted(p.name for p in (out / "results" / team / "efficiency").iterdir())
+        assert records == [f"{c}_0000.json" for c in cases]
+        for name in ("predictions", "logs"):
+            a, b = sequential / "results" / team / name, out / "results" / team / name
+            assert ({p.name: p.read_bytes() for p in a.iterdir()} ==
+                    {p.name: p.read_bytes() for p in b.iterdir()}), (team, name)
+
+
 def _args(challenge, out: Path) -> list[str]:
     return ["evaluate", "--submissions", str(challenge.submissions), "--images",
             str(challenge.images), "--labels", str(challenge.labels), "--out", str(out),
@@ -64,10 +94,8 @@ def test_tarball_image_id_is_the_engine_s(challenge, docker_client):
     assert loaded.id in tarball_image_ids(tarball)
 
 
-def test_killed_worker_leaves_the_sequential_leaderboard(challenge, tmp_path, docker_client):
-    sequential = tmp_path / "sequential"
-    assert main(_args(challenge, sequential)) == 4  # finished, bravo's crash failed
-
+def test_killed_worker_leaves_the_sequential_leaderboard(challenge, sequential, tmp_path,
+                                                         docker_client):
     cluster = distributed.LocalCluster(n_workers=0, processes=False, protocol="tcp://",
                                        host="127.0.0.1", dashboard_address=":0")
     workers = {"w0": slot_worker(cluster.scheduler_address, "w0", "cpu:0"),
@@ -100,22 +128,9 @@ def test_killed_worker_leaves_the_sequential_leaderboard(challenge, tmp_path, do
             process.wait(timeout=30)
         cluster.close()
 
-    boards = [pd.read_csv(o / "results" / "ranking" / "leaderboard.csv").drop(columns="runtime")
-              for o in (sequential, out)]
-    pd.testing.assert_frame_equal(*boards)
-    assert ((sequential / "failures.csv").read_bytes() == (out / "failures.csv").read_bytes())
-    runs = []
-    for team in ("alpha", "bravo"):
-        table = pd.read_csv(out / "results" / team / "runs.csv", dtype=str)
-        assert sorted(table["case"]) == challenge.cases  # every case exactly once
-        records = sorted(p.name for p in (out / "results" / team / "efficiency").iterdir())
-        assert records == [f"{c}_0000.json" for c in challenge.cases]
-        for name in ("predictions", "logs"):
-            a, b = sequential / "results" / team / name, out / "results" / team / name
-            assert ({p.name: p.read_bytes() for p in a.iterdir()} ==
-                    {p.name: p.read_bytes() for p in b.iterdir()}), (team, name)
-        runs.append(table.assign(team=team))
-    runs = pd.concat(runs)
+    _assert_as_sequential(sequential, out, challenge.cases)
+    runs = pd.concat([pd.read_csv(out / "results" / team / "runs.csv", dtype=str).assign(team=team)
+                      for team in ("alpha", "bravo")])
     # the case w0 held when it died ran again on w1, and w1 ran whatever w0 did not finish
     retried = runs[(runs["team"] == in_flight[0]) & (runs["case"] == in_flight[1])]
     assert list(retried["slot"]) == ["w1"]
@@ -148,3 +163,177 @@ def test_a_tarball_that_loads_as_another_image_is_refused(challenge, tmp_path, m
     assert any(f"loads as image {i}, but the organizer's copy is image {claimed}: the copies "
                "differ" in record["message"] for i in real), record["message"]
     assert record["slot"] == "0" and record["cpuset"]  # the worker's name, the whole host
+
+
+
+def _scheduler(folder: Path) -> tuple[subprocess.Popen, str]:
+    """A ``dask scheduler`` process on loopback (a port of its own) and its address."""
+    folder.mkdir(parents=True, exist_ok=True)
+    file = folder / "scheduler.json"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "dask", "scheduler", "--host", "127.0.0.1", "--port", "0",
+         "--no-dashboard", "--scheduler-file", str(file)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    while not file.is_file() or not file.read_text().strip():
+        assert process.poll() is None and time.monotonic() < deadline, "no scheduler started"
+        time.sleep(0.05)
+    return process, json.loads(file.read_text())["address"]
+
+
+def _wait_for_workers(address: str, n: int) -> None:
+    with distributed.Client(address, timeout="30s") as client:
+        client.wait_for_workers(n, timeout=60)
+
+
+def _organizer(challenge, out: Path, address: str) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "flare_eval", *_args(challenge, out), "--scheduler", address],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
+def _records(out: Path) -> dict[tuple[str, str], bytes]:
+    """``(team, case)``: the bytes of each case's record (efficiency JSON) in ``out``."""
+    return {(path.parent.parent.name, path.name[: -len("_0000.json")]): path.read_bytes()
+            for path in (out / "results").glob("*/efficiency/*_0000.json")}
+
+
+def _wait_for_records(out: Path, organizer: subprocess.Popen, n: int) -> None:
+    deadline = time.monotonic() + 120
+    while len(_records(out)) < n:
+        assert organizer.poll() is None, organizer.stderr.read().decode()
+        assert time.monotonic() < deadline, "no case arrived"
+        time.sleep(0.05)
+
+
+def _starts(docker_client, challenge, since: float, until: float) -> Counter:
+    """``(team, case)``: container starts of the teams' images between the Unix times, as the
+    engine reports its own events (the oracle of what ran)."""
+    teams = {image_id: team for team in ("alpha", "bravo")
+             for image_id in tarball_image_ids(challenge.submissions / f"{team}.tar")}
+    events = docker_client.events(since=int(since) - 1, until=int(until) + 1, decode=True,
+                                  filters={"type": "container", "event": "start",
+                                           "label": CONTAINER_LABEL})
+    return Counter((teams[e["Actor"]["Attributes"]["image"]],
+                    e["Actor"]["Attributes"]["flare-eval.case"]) for e in events
+                   if e["timeNano"] > since * 1e9 and e["Actor"]["Attributes"]["image"] in teams)
+
+
+def _not_final(out: Path) -> None:
+    """What a killed evaluation leaves says it is not finished, and no table claims to be."""
+    assert json.loads((out / "status.json").read_text())["complete"] is False
+    assert not (out / "results" / "ranking").exists() and not (out / "report.html").exists()
+
+
+@pytest.mark.parametrize("kill", ["organizer", "scheduler"])
+def test_a_killed_organizer_or_scheduler_resumes_without_rerunning_a_finished_case(
+        kill, challenge, sequential, tmp_path, docker_client):
+    """SIGKILL the organizer (or the scheduler) once two records arrived, run the same command
+    again (on a fresh scheduler and workers when the scheduler died): the cases recorded before
+    the kill keep their record byte for byte and no container of theirs starts again (the
+    engine's events), each case is recorded once, and the results are the sequential run's."""
+    out = tmp_path / "fleet"
+    processes: list[subprocess.Popen] = []
+    try:
+        scheduler, address = _scheduler(tmp_path / "s1")
+        processes += [scheduler, _worker(address, "w0", "cpu:0"), _worker(address, "w1", "cpu:1")]
+        _wait_for_workers(address, 2)
+        organizer = _organizer(challenge, out, address)
+        processes.append(organizer)
+        _wait_for_records(out, organizer, 2)
+        (organizer if kill == "organizer" else scheduler).kill()
+        killed_at = time.time()
+        if kill == "scheduler":
+            # the organizer sees its scheduler gone and stops, with the arrived cases kept
+            assert organizer.wait(timeout=120) == 3, organizer.stderr.read().decode()
+            scheduler, address = _scheduler(tmp_path / "s2")
+            processes += [scheduler, _worker(address, "w2", "cpu:0"),
+                          _worker(address, "w3", "cpu:1")]
+            _wait_for_workers(address, 2)
+        organizer.wait(timeout=60)
+        before = _records(out)
+        assert 2 <= len(before) < 2 * len(challenge.cases)
+        _not_final(out)
+        again = _organizer(challenge, out, address)
+        processes.append(again)
+        assert again.wait(timeout=180) == 4, again.stderr.read().decode()
+        finished_at = time.time()
+    finally:
+        for process in processes:
+            process.kill()
+            process.wait(timeout=30)
+            if process.stderr is not None:
+                process.stderr.close()
+    after = _records(out)
+    assert {key: after[key] for key in before} == before  # the finished cases kept their record
+    starts = _starts(docker_client, challenge, killed_at, finished_at)
+    assert not set(starts) & set(before), starts  # and none of them ran again
+    assert set(starts) | set(before) == set(after)
+    _assert_as_sequential(sequential, out, challenge.cases)
+
+
+class _Killed(BaseException):
+    """The organizer's process dying (no ``except Exception`` stops it)."""
+
+
+def test_a_case_killed_between_its_files_runs_again(challenge, sequential, tmp_path, monkeypatch):
+    """The organizer dies right after the first file of a case lands in ``--out``: its
+    prediction, not its record (written last), so the same command runs the case again and
+    the results are the sequential run's. With the record written first it would be skipped,
+    without its prediction."""
+    from flare_eval.organizer import evaluate
+    import flare_eval.io.atomic as atomic
+
+    monkeypatch.delenv("FLARE_EVAL_SLOT", raising=False)
+    case = challenge.cases[0]
+    out = tmp_path / "fleet"
+    team_dir = (out / "results" / "alpha").resolve()
+    replace = os.replace
+
+    def dying(src, dst, *args, **kwargs):
+        replace(src, dst, *args, **kwargs)
+        target = Path(dst).resolve()
+        if target.parent.parent == team_dir and target.name.startswith(case):
+            raise _Killed(f"killed after {target}")
+
+    arguments = dict(submissions_dir=challenge.submissions, images_dir=challenge.images,
+                     labels_dir=challenge.labels, out_dir=out, timeout_s=30.0, n_bootstrap=20,
+                     seed=3)
+    with distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=False,
+                                  resources={"SLOT": 1}, dashboard_address=":0") as cluster:
+        monkeypatch.setattr(atomic.os, "replace", dying)
+        with pytest.raises(_Killed):
+            evaluate(**arguments, scheduler=cluster.scheduler_address)
+        monkeypatch.setattr(atomic.os, "replace", replace)
+        _not_final(out)
+        assert (team_dir / "predictions" / f"{case}.nii.gz").is_file()
+        assert not (team_dir / "efficiency" / f"{case}_0000.json").exists()
+        evaluate(**arguments, scheduler=cluster.scheduler_address)
+    _assert_as_sequential(sequential, out, challenge.cases)
+
+
+def test_two_tries_of_a_case_on_one_host_run_one_after_the_other(challenge, tmp_path,
+                                                                monkeypatch):
+    """A case tried again on the host where an earlier try still runs (its organizer or
+    scheduler was killed, the worker's thread cannot be stopped) waits for that try to end,
+    instead of failing on the case's staging folder it holds."""
+    from flare_eval.runner.docker_backend import DockerOptions
+    from flare_eval.runner.fleet import CaseTask, run_case_task
+    from flare_eval.runner.intake import OutputLimits
+
+    monkeypatch.delenv("FLARE_EVAL_SLOT", raising=False)
+    tarball = challenge.submissions / "alpha.tar"
+    task = CaseTask(str(tmp_path), "alpha", challenge.cases[0], str(tarball),
+                    tarball_image_ids(tarball), str(challenge.images), DockerOptions(), 30.0,
+                    0.0, 0.1, 1 << 20, OutputLimits())
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=False,
+                                  resources={"SLOT": 1}, dashboard_address=":0") as cluster, \
+            distributed.Client(cluster) as client:
+        tries = [client.submit(run_case_task, task, resources={"SLOT": 1}, pure=False)
+                 for _ in range(2)]
+        results = client.gather(tries)
+    records = [result.document["record"] for result in results]
+    assert [r["status"] for r in records] == ["ok", "ok"]
+    (a0, a1), (b0, b1) = sorted((pd.Timestamp(r["started_at"]), pd.Timestamp(r["finished_at"]))
+                                for r in records)
+    assert a1 <= b0  # one after the other
