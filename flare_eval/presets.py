@@ -21,6 +21,7 @@ organizers' code: github.com/JunMa11/FLARE, folder FLARE23.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 from dataclasses import dataclass
@@ -282,10 +283,11 @@ class Preset:
             raise ConfigError(f"unknown preset item(s) {unknown}; known: {sorted(known)}")
         return dataclasses.replace(self, **overrides) if overrides else self
 
-    @property
+    @functools.cached_property
     def content_sha256(self) -> str:
         """SHA-256 of the definition's content (canonical JSON of every item): equal for equal
-        rules whatever the file's layout, comments or name on disk."""
+        rules whatever the file's layout, comments or name on disk.  Computed once per preset
+        (it is frozen): every output records it, a scoring run several times."""
         canonical = json.dumps(dataclasses.asdict(self), sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()
 

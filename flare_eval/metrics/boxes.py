@@ -26,18 +26,53 @@ def union_box(a: Box | None, b: Box | None) -> Box | None:
     return tuple(slice(min(x.start, y.start), max(x.stop, y.stop)) for x, y in zip(a, b))
 
 
-def _box_of_c_ordered(volume: NDArray[np.generic]) -> Box | None:
-    # Max-projections in memory order: rows of the first axis (one contiguous reduction over
-    # the volume), then a plane of the first axis's extent only.
-    outer = np.flatnonzero(volume.reshape(volume.shape[0], -1).max(axis=1))
-    if outer.size == 0:
+#: Rows of the first axis tested per call when looking for the first and last non-empty one.
+_ROWS_PER_TEST = 8
+
+
+def _first_axis_extent(rows: NDArray[np.generic]) -> tuple[int, int] | None:
+    """First and last non-zero row of a 2-D array, reading rows in from both ends only until
+    one is found (the rows between are the box's, read once by the caller)."""
+    n = rows.shape[0]
+    for start in range(0, n, _ROWS_PER_TEST):
+        found = np.flatnonzero(rows[start:start + _ROWS_PER_TEST].max(axis=1))
+        if found.size:
+            first = start + int(found[0])
+            break
+    else:
         return None
-    plane = volume[outer[0] : outer[-1] + 1].max(axis=0)
-    rows = np.flatnonzero(plane.max(axis=1))
+    stop = n
+    while True:  # ends at the latest on the rows that hold ``first``
+        start = max(first, stop - _ROWS_PER_TEST)
+        found = np.flatnonzero(rows[start:stop].max(axis=1))
+        if found.size:
+            return first, start + int(found[-1])
+        stop = start
+
+
+def _box_of_c_ordered(volume: NDArray[np.generic]) -> Box | None:
+    # In memory order: the extent of the first axis from its ends inwards, then the
+    # max-projection of the rows between onto a plane, so the volume is read about once.
+    # Bytes are read eight at a time where they can be (a word is non-zero iff one of its
+    # bytes is, and the OR of words is the OR of their bytes).
+    rows = volume.reshape(volume.shape[0], -1)
+    words = rows.dtype.itemsize == 1 and rows.flags.c_contiguous and rows.shape[1] % 8 == 0
+    if words:
+        rows = rows.view(np.uint64)
+    extent = _first_axis_extent(rows)
+    if extent is None:
+        return None
+    first, last = extent
+    if words:
+        plane = np.bitwise_or.reduce(rows[first : last + 1], axis=0)
+        plane = plane.view(np.uint8).reshape(volume.shape[1:])
+    else:
+        plane = volume[first : last + 1].max(axis=0)
+    rows_of_plane = np.flatnonzero(plane.max(axis=1))
     cols = np.flatnonzero(plane.max(axis=0))
     return (
-        slice(int(outer[0]), int(outer[-1]) + 1),
-        slice(int(rows[0]), int(rows[-1]) + 1),
+        slice(first, last + 1),
+        slice(int(rows_of_plane[0]), int(rows_of_plane[-1]) + 1),
         slice(int(cols[0]), int(cols[-1]) + 1),
     )
 

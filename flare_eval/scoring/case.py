@@ -71,7 +71,9 @@ class CaseRecord:
     lesion_instances: list[dict[str, Any]] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        # the fields hold plain data already: a shallow copy (dataclasses.asdict deep-copies
+        # every nested dict and list, ~0.5 ms a case)
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> CaseRecord:

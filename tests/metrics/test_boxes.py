@@ -53,3 +53,18 @@ def test_boxes_of_labels_equal_scipy_find_objects(rng, max_label, order):
         volume.flat[-1] = max_label + 1  # and one just above the map, which is ignored
         assert boxes_of_labels(volume, max_label=max_label) == list(
             ndimage.find_objects(volume, max_label=max_label))
+
+
+@pytest.mark.parametrize("shape", [(40, 4, 6), (40, 3, 5), (9, 8, 8)])  # rows of 8 bytes or not
+@pytest.mark.parametrize("dtype", [np.uint8, bool, np.int16])
+def test_box_equals_the_extent_of_nonzero_voxels(rng, shape, dtype):
+    # the extent is found from both ends of the first axis inwards, several rows per test:
+    # voxels deep inside, at the ends, on one row only; oracle: np.nonzero's min and max
+    for rows in ([17, 29], [0], [shape[0] - 1], [23 % shape[0]], [0, shape[0] - 1], [5, 6, 7, 8]):
+        volume = np.zeros(shape, dtype)
+        for row in rows:
+            volume[row % shape[0], rng.integers(shape[1]), rng.integers(shape[2])] = 1
+        where = np.nonzero(volume)
+        expected = tuple(slice(int(w.min()), int(w.max()) + 1) for w in where)
+        assert bounding_box(volume) == expected
+        assert bounding_box(np.asfortranarray(volume)) == expected
