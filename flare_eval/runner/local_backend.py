@@ -91,6 +91,9 @@ class LocalBackend:
         ``"none"`` unshares the network; ``"host"`` keeps the host's.
     gpu_index
         GPU the submission may use (PCI bus order, as NVML); none is visible if unset.
+    gpu_uuid
+        That GPU's NVML UUID where known: CUDA is then shown the GPU by UUID
+        (``CUDA_VISIBLE_DEVICES=GPU-...``), as docker's ``--gpus device=`` is given it.
     dev_root
         Where the NVIDIA device nodes are looked up (``/dev``; another folder in tests).
     cpus
@@ -111,7 +114,7 @@ class LocalBackend:
     """
 
     def __init__(self, submission: Path, *, network: str = "none", gpu_index: int | None = None,
-                 dev_root: Path = Path("/dev"), cpus: frozenset[int] | None = None,
+                 gpu_uuid: str | None = None, dev_root: Path = Path("/dev"), cpus: frozenset[int] | None = None,
                  memory: str | None = None, pids_limit: int = PIDS_LIMIT) -> None:
         from docker.utils import parse_bytes
 
@@ -151,6 +154,7 @@ class LocalBackend:
         self.cpus = cpus
         self.dev_root = Path(dev_root)
         self.gpu_index = gpu_index
+        self.gpu_uuid = gpu_uuid
         self.gpu_nodes = sorted(Path(dev_root).glob("nvidia*")) if gpu_index is not None else []
         if gpu_index is not None and not self.gpu_nodes:
             raise RunnerError(
@@ -161,13 +165,14 @@ class LocalBackend:
 
     def describe(self) -> dict[str, Any]:
         return {"backend": "local", "submission": str(self.submission), "network": self.network,
-                "gpu_index": self.gpu_index, "command": ["sh", "predict.sh"], "uid": NOBODY,
+                "gpu_index": self.gpu_index, "gpu_uuid": self.gpu_uuid, "command": ["sh", "predict.sh"], "uid": NOBODY,
                 "memory": self.memory, "pids_limit": self.pids_limit, "cgroup": self.cgroup}
 
     def on_slot(self, slot: Slot) -> LocalBackend:
         """This submission pinned to ``slot``'s cores, with its GPU's device nodes."""
         return LocalBackend(self.submission, network=self.network, dev_root=self.dev_root,
-                            gpu_index=None if slot.gpu is None else slot.gpu.index, cpus=slot.cpus,
+                            gpu_index=None if slot.gpu is None else slot.gpu.index,
+                            gpu_uuid=None if slot.gpu is None else slot.gpu.uuid, cpus=slot.cpus,
                             memory=self.given_memory, pids_limit=self.pids_limit)
 
     def _sandbox_args(self, inputs_dir: Path, outputs_dir: Path) -> list[str]:
@@ -197,7 +202,8 @@ class LocalBackend:
             for node in self.gpu_nodes:
                 args += ["--dev-bind", str(node), f"/dev/{node.name}"]
             args += ["--ro-bind", "/sys", "/sys"]
-            env.update(CUDA_DEVICE_ORDER="PCI_BUS_ID", CUDA_VISIBLE_DEVICES=str(self.gpu_index))
+            env.update(CUDA_DEVICE_ORDER="PCI_BUS_ID",
+                       CUDA_VISIBLE_DEVICES=self.gpu_uuid or str(self.gpu_index))
         for key, value in sorted(env.items()):
             args += ["--setenv", key, value]
         for entry in sorted(self.submission.iterdir()):

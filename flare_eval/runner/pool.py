@@ -109,6 +109,7 @@ def run_on_slots(
         Called as ``advance(1, "<label>: <status>")`` after each job, from the slot's thread.
     """
     samplers = [ResourceSampler(slot.gpu.index if slot.gpu is not None else None,
+                                gpu_uuid=slot.gpu.uuid if slot.gpu is not None else None,
                                 period_s=period_s, per_process=per_process_gpu, nvml=nvml,
                                 cpu_ram=slot_cpu_ram(slot.cpus) if slot.pinned else None)
                 for slot in slots]

@@ -123,13 +123,16 @@ class ResourceSampler:
     ----------
     gpu_index
         NVML index of the evaluation GPU, or ``None`` to sample no GPU.
+    gpu_uuid
+        The same GPU's NVML UUID (``GPU-...``) where known: the GPU is then opened by UUID,
+        which names one device whatever the enumeration order, as the engine is given it.
     period_s
         Sampling period in seconds (0.1 as the official harness).
     per_process
         Also sum the GPU memory of the watched process tree (see :meth:`watch_pid`).
     nvml
         An object with the ``pynvml`` functions used here (``nvmlInit``, ``nvmlShutdown``,
-        ``nvmlDeviceGetHandleByIndex``, ``nvmlDeviceGetMemoryInfo``,
+        ``nvmlDeviceGetHandleByIndex``, ``nvmlDeviceGetHandleByUUID``, ``nvmlDeviceGetMemoryInfo``,
         ``nvmlDeviceGetComputeRunningProcesses``, ``NVMLError``); ``None`` imports
         ``pynvml`` from nvidia-ml-py. Tests inject a scripted fake.
     clock
@@ -150,6 +153,7 @@ class ResourceSampler:
         self,
         gpu_index: int | None,
         *,
+        gpu_uuid: str | None = None,
         period_s: float = OFFICIAL_PERIOD_S,
         per_process: bool = False,
         nvml: Any = None,
@@ -159,6 +163,7 @@ class ResourceSampler:
         if not period_s > 0:
             raise ValueError(f"period_s must be > 0, got {period_s}")
         self.gpu_index = gpu_index
+        self.gpu_uuid = gpu_uuid
         self.period_s = period_s
         self.per_process = per_process
         self._nvml = nvml
@@ -201,10 +206,12 @@ class ResourceSampler:
                               "no NVIDIA library on this host")
             return self
         try:
-            self._handle = nvml.nvmlDeviceGetHandleByIndex(self.gpu_index)
+            self._handle = (nvml.nvmlDeviceGetHandleByUUID(self.gpu_uuid) if self.gpu_uuid
+                            else nvml.nvmlDeviceGetHandleByIndex(self.gpu_index))
         except nvml.NVMLError as err:
             nvml.nvmlShutdown()
-            self._disable_gpu(f"GPU index {self.gpu_index} is not usable ({err})")
+            named = f"UUID {self.gpu_uuid}" if self.gpu_uuid else f"index {self.gpu_index}"
+            self._disable_gpu(f"GPU {named} is not usable ({err})")
         return self
 
     def _disable_gpu(self, reason: str) -> None:

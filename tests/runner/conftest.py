@@ -99,7 +99,8 @@ class _FakeNVML:
         self.used_mib, self.query_s, self.slow_calls = used_mib, query_s, slow_calls
         self.processes = processes
         self.n_gpus = n_gpus
-        self.handles: list = []  # every handle asked for, in order (which GPU was sampled)
+        # every handle asked for, in order (which GPU was sampled; "uuid ..." when by UUID)
+        self.handles: list = []
         self.calls = 0
         self.shutdown = False
 
@@ -113,6 +114,13 @@ class _FakeNVML:
         if not 0 <= index < self.n_gpus:
             raise self.NVMLError(f"Invalid Argument (index {index})")
         self.handles.append(f"handle{index}")
+        return f"handle{index}"
+
+    def nvmlDeviceGetHandleByUUID(self, uuid):
+        index = int(uuid.removeprefix("GPU-fake-")) if uuid.startswith("GPU-fake-") else -1
+        if not 0 <= index < self.n_gpus:
+            raise self.NVMLError(f"Not Found (UUID {uuid})")
+        self.handles.append(f"uuid handle{index}")
         return f"handle{index}"
 
     def nvmlDeviceGetCount(self):

@@ -85,17 +85,19 @@ def test_local_backend_passes_the_gpu_device_nodes_only_when_asked(bwrap, tmp_pa
     )
     inputs_dir = make_inputs(["case1"])
     seen = {}
-    for gpu in (None, 1):
-        outputs_dir = tmp_path / f"out{gpu}"
+    for gpu, uuid in ((None, None), (1, None), (1, "GPU-0d5a")):
+        outputs_dir = tmp_path / f"out{gpu}{uuid}"
         outputs_dir.mkdir()
         with ResourceSampler(None) as sampler:
-            execution = LocalBackend(folder, gpu_index=gpu, dev_root=dev).run_case(
+            execution = LocalBackend(folder, gpu_index=gpu, gpu_uuid=uuid, dev_root=dev).run_case(
                 inputs_dir, outputs_dir, timeout_s=10, sampler=sampler, name="case1")
         assert execution.exit_code == 0
-        seen[gpu] = {f.stem: f.read_text().split() for f in outputs_dir.iterdir()}
+        seen[uuid or gpu] = {f.stem: f.read_text().split() for f in outputs_dir.iterdir()}
     assert seen[None] == {"nodes": [], "env": []}  # no sys.txt: /sys is hidden
     assert seen[1] == {"nodes": ["nvidia-uvm", "nvidia0", "nvidia1", "nvidiactl"],
                        "env": ["1", "PCI_BUS_ID"], "sys": ["yes"]}
+    # a GPU known by UUID is shown to CUDA by UUID, as docker's --gpus device= is given it
+    assert seen["GPU-0d5a"]["env"] == ["GPU-0d5a", "PCI_BUS_ID"]
 
 
 def test_local_backend_asked_for_a_gpu_without_one_says_so(bwrap, tmp_path, submission):

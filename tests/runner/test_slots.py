@@ -163,8 +163,9 @@ def test_run_submission_on_two_gpu_slots_records_where_each_case_ran(tmp_path, m
         assert row.gpu_uuid == f"GPU-fake-{row.slot}" and row.gpu_index == row.slot
         assert row.gpu_name == "Fake GPU" and row.gpu_driver == "550.54.15"
     assert set(runs["slot"]) <= {"0", "1"} and runs["host"].nunique() == 1
-    # each slot's sampler opened its own GPU (index 0 and 1), and only those
-    assert sorted(set(nvml.handles)) == ["handle0", "handle1"]
+    # each slot's sampler opened its own GPU, and only those, by UUID as the engine is given
+    # it (an index names another GPU once the enumeration order differs)
+    assert sorted(set(nvml.handles)) == ["uuid handle0", "uuid handle1"]
 
     # resumed: nothing runs again, no case is recorded twice
     again = ScriptedBackend(submission)
