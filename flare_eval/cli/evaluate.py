@@ -20,7 +20,7 @@ The organizer's pipeline. For each SUBMISSIONS/<team>.tar (or .tar.gz, made by '
 the team is the file name), load the image and run every IMAGES/<id>_0000.nii.gz in a fresh
 container (as 'flare-eval run': one case and one container at a time, teams one after another,
 so timings are fair), then score the predictions against LABELS/<id>.nii.gz (as 'flare-eval
-score', on --workers local processes or on the dask cluster at --scheduler), rank every team
+score', on --workers local processes, also with --scheduler), rank every team
 with the bootstrap and significance tests (as 'flare-eval rank') and write the report.
 Writes into OUT:
   manifest.json           configuration and inputs (tarball SHA-256, file names and sizes)
@@ -84,9 +84,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="warn about uneven slots instead of refusing them")
     p.add_argument("--scheduler", metavar="ADDRESS", default=None,
                    help="dask.distributed scheduler (tcp://HOST:PORT) to run the containers on "
-                        "(slot workers with --resources SLOT=1, docs/scale-out.md) and to score on")
+                        "(slot workers with --resources SLOT=1, docs/scale-out.md); the scoring "
+                        "stays here, on --workers")
     p.add_argument("--workers", type=int, default=1,
-                   help="local scoring processes (without --scheduler)")
+                   help="local scoring processes")
     p.add_argument("--bootstrap", type=int, default=1000, metavar="N",
                    help="bootstrap samples of the ranking (0: none)")
     p.add_argument("--seed", type=int, default=0, help="seed of the bootstrap draws")
@@ -160,7 +161,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     from rich.markup import escape
     from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
 
-    from flare_eval.cli.progress import lazy_progress, scheduler_executor
+    from flare_eval.cli.progress import lazy_progress
     from flare_eval.cli.score import scoring_options
     from flare_eval.runner.slots import parse_slots
     from flare_eval.organizer import evaluate
@@ -174,7 +175,6 @@ def run_evaluate(args: argparse.Namespace) -> int:
     columns = (TextColumn("{task.fields[stage]:<8}"), BarColumn(), MofNCompleteColumn(),
                TimeElapsedColumn(), TextColumn("{task.description}"))
     with contextlib.ExitStack() as stack:
-        executor = stack.enter_context(scheduler_executor(args.scheduler))
         bar = None if args.no_progress else stack.enter_context(
             lazy_progress(*columns, console=console))
 
@@ -194,7 +194,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
             container=DockerOptions(memory=args.memory, shm_size=args.shm_size,
                                     **({} if args.pids_limit is None
                                        else {"pids_limit": args.pids_limit})),
-            n_bootstrap=args.bootstrap, seed=args.seed, workers=args.workers, executor=executor,
+            n_bootstrap=args.bootstrap, seed=args.seed, workers=args.workers,
             scheduler=args.scheduler, progress=progress,
         )
     _print_summary(console, result)

@@ -30,11 +30,16 @@ cgroup of each case where the runner may make one, as root; none otherwise).
 
 With --slots, cases run side by side, one container per slot, each pinned to its slot's
 cores (docker --cpuset-cpus; local: taskset) and GPU (by UUID), sampling that GPU only;
-runs.csv records each case's host, slot, cores and GPU.
+runs.csv records each case's host, slot, cores and GPU. With --scheduler, the cases run on a
+dask cluster of slot workers on many hosts (each worker one slot: --resources SLOT=1 and
+FLARE_EVAL_SLOT, its own docker engine; docs/scale-out.md), as 'flare-eval evaluate
+--scheduler' runs them, and each case's results come back into OUT/<team>/.
 
 examples:
   flare-eval run --image teamx.tar.gz --inputs test_images --out results --gpu 0 --timeout 600
   flare-eval run --image teamx.tar.gz --inputs test_images --out results --slots 0:0-7,1:8-15
+  flare-eval run --image teamx.tar.gz --inputs test_images --out results --timeout 600 \\
+      --scheduler tcp://10.0.0.5:8786
 """
 
 
@@ -60,6 +65,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="GPU given to the submission (docker: --gpus device=INDEX; local: its device "
                    "nodes and CUDA_VISIBLE_DEVICES) and sampled; none if unset")
     p.add_argument("--slots", metavar="SPEC", default=None, help=SLOTS_HELP)
+    p.add_argument("--scheduler", metavar="ADDRESS", default=None,
+                   help="dask.distributed scheduler (tcp://HOST:PORT) of slot workers to run the "
+                        "cases on (--image a docker save tarball; docs/scale-out.md)")
     p.add_argument("--timeout", type=float, default=None, metavar="SECONDS",
                    help="kill a case after this long (default: wait forever, as the official harness)")
     p.add_argument("--backend", choices=("docker", "local"), default="docker",
@@ -130,6 +138,8 @@ def run(args: argparse.Namespace) -> int:
     for name in ("inputs", "out"):
         if getattr(args, name) is None:
             raise ConfigError(f"--{name} is required (unless --cleanup)")
+    if args.scheduler is not None:
+        return _report(args, _run_on_cluster(args), args.team or _default_team(args.image))
     if args.gpu is not None:
         from flare_eval.runner.sampler import check_gpu
 
@@ -167,6 +177,36 @@ def run(args: argparse.Namespace) -> int:
             gpu_tolerance_mib=args.gpu_tolerance_mib, retry_failed=args.retry_failed,
             progress=not args.no_progress,
         )
+    return _report(args, records, team)
+
+
+def _run_on_cluster(args: argparse.Namespace) -> list[dict]:
+    """``run --scheduler``: the cases on the cluster's slot workers; the ``runs.csv`` rows."""
+    from flare_eval.errors import ConfigError
+    from flare_eval.runner import DockerOptions
+    from flare_eval.runner.fleet import refuse_local_options, run_submission_on_cluster
+
+    refuse_local_options({"--slots": args.slots, "--gpu": args.gpu,
+                          "--per-process-gpu": args.per_process_gpu,
+                          "--backend local": args.backend == "local"})
+    if args.image is None or not Path(args.image).is_file():
+        raise ConfigError(f"--scheduler: --image must be a docker save tarball (each worker "
+                          f"loads it on its own engine), got {args.image!r}",
+                          hint="docker save team:latest -o team.tar.gz")
+    pids = {} if args.pids_limit is None else {"pids_limit": args.pids_limit}
+    options = DockerOptions(memory=args.memory, shm_size=args.shm_size, network=args.network,
+                            **pids)
+    return run_submission_on_cluster(
+        args.scheduler, Path(args.image), args.inputs, args.out,
+        team=args.team or _default_team(args.image), options=options, timeout_s=args.timeout,
+        gpu_tolerance_mib=args.gpu_tolerance_mib, retry_failed=args.retry_failed,
+        progress=not args.no_progress)
+
+
+def _report(args: argparse.Namespace, records: list[dict], team: str) -> int:
+    """Print the summary of a run's rows; the exit code."""
+    import sys
+
     failed = [r for r in records if r["status"] != "ok"]
     print(f"flare-eval run: {len(records) - len(failed)}/{len(records)} cases ok; results in "
           f"{args.out / team}", file=sys.stderr)

@@ -349,12 +349,9 @@ def evaluate(
     cases = _test_cases(images, labels)
     options = dataclasses.replace(container, gpu_index=gpu_index)
     if scheduler is not None:
-        given = [name for name, value in (("--slots", slots), ("--gpu", gpu_index))
-                 if value is not None]
-        if given:
-            raise ConfigError(f"--scheduler and {', '.join(given)}: on a cluster each worker "
-                              "is one slot of its host", hint="set FLARE_EVAL_SLOT per worker "
-                              "(docs/scale-out.md)")
+        from flare_eval.runner.fleet import refuse_local_options
+
+        refuse_local_options({"--slots": slots, "--gpu": gpu_index})
     run_slots = [] if scheduler is not None else resolve_slots(slots, gpu_index)
     score_options = ScoreOptions(preset=preset)
     configuration = {

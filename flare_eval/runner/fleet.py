@@ -13,11 +13,18 @@ case's record, the prediction's bytes (after the runner's intake and checks) and
 tails back; the organizer's process writes them into its ``--out``, the record last and
 atomically, as each case arrives. The worker never writes the organizer's folder.
 
+Inputs: each case's task carries its input image's bytes (read as the task is sent, a few
+tasks per worker in flight, so the organizer and the scheduler hold that many images, not the
+test set); no worker reads a path of the organizer's.
+
 Images: the organizer computes the tarball's image ID (the SHA-256 of the image config it
-holds); a worker loads the tarball (read by path: every worker must see the submissions at
-the organizer's path) only when its engine lacks that ID, once per host (a lock in the
-host's temporary folder), and refuses the case as ``error`` when the loaded image has
-another ID (the worker's copy of the tarball differs).
+holds). Before the cases run, it asks one worker of every host whether its engine holds that
+ID and, where not, sends the tarball there in chunks of :data:`UPLOAD_CHUNK_BYTES` (one in
+memory at a time) into the host's temporary folder, loads it and removes the copy; once per
+host (the slot workers of a host share its engine and a lock in its temporary folder). A
+worker whose engine still lacks the image (a host that joined later) loads the tarball from
+the organizer's path where it sees it (a shared file system), else refuses the case as
+``error``; a loaded image with another ID refuses the case as ``error`` too (the copies differ).
 
 Placement: all of a team's cases run on slots of one hardware identity (CPU model, number of
 cores, GPU model; :func:`~flare_eval.runner.slot_workers.place_teams`), so that its timings
@@ -34,6 +41,7 @@ task, which the worker's thread cannot stop), as both use the case's staging fol
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import fcntl
 import hashlib
@@ -44,6 +52,7 @@ import socket
 import tarfile
 import tempfile
 import uuid
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -60,7 +69,8 @@ from flare_eval.runner.sampler import ResourceSampler
 from flare_eval.runner.slots import Slot
 
 __all__ = ["SLOT_RESOURCE", "SLOT_ENV", "CaseTask", "CaseResult", "tarball_image_ids",
-           "worker_slot", "run_case_task", "run_teams_on_cluster"]
+           "worker_slot", "refuse_local_options", "run_case_task", "run_teams_on_cluster",
+           "run_submission_on_cluster"]
 
 #: The dask resource every case needs one of; each slot worker declares one.
 SLOT_RESOURCE = "SLOT"
@@ -111,6 +121,22 @@ def _digest(stream: Any) -> str:
     return "sha256:" + hashlib.sha256(stream.read()).hexdigest()
 
 
+def refuse_local_options(given: dict[str, object]) -> None:
+    """Refuse the options of a local run given with ``--scheduler``: ``{option: value}``,
+    where a value other than ``None`` or ``False`` was given.
+
+    Raises
+    ------
+    ConfigError
+        Naming every such option (on a cluster each worker is one slot of its host).
+    """
+    named = [option for option, value in given.items() if value is not None and value is not False]
+    if named:
+        raise ConfigError(f"--scheduler and {', '.join(named)}: on a cluster each worker is one "
+                          "slot of its host, running docker", hint="set FLARE_EVAL_SLOT per "
+                          "worker (docs/scale-out.md) and calibrate each host there")
+
+
 def worker_slot(name: str, spec: str | None = None) -> Slot:
     """The slot of this worker: ``spec`` (default ``$FLARE_EVAL_SLOT``), named ``name``.
 
@@ -143,11 +169,13 @@ class CaseTask:
     team, case
         The team and the case id.
     tarball
-        The team's ``docker save`` tarball, at the path every worker sees.
+        The team's ``docker save`` tarball at the organizer's path: loaded from there by a
+        worker whose engine lacks the image and that sees the file (a shared file system);
+        else the organizer has shipped it to the worker's host (:func:`_ship_images`).
     image_ids
         What the organizer computed from it (:func:`tarball_image_ids`).
-    images_dir
-        The folder of the test images, at the path every worker sees.
+    image_name, image
+        The case's input file name and bytes (the worker reads no path of the organizer's).
     options, timeout_s, gpu_tolerance_mib, period_s, log_cap_bytes, limits
         As for :func:`~flare_eval.runner.run.run_submission`.
     """
@@ -157,7 +185,8 @@ class CaseTask:
     case: str
     tarball: str
     image_ids: frozenset[str]
-    images_dir: str
+    image_name: str
+    image: bytes
     options: DockerOptions
     timeout_s: float | None
     gpu_tolerance_mib: float
@@ -216,27 +245,99 @@ def _host_folder() -> Path:
     return folder
 
 
-def _image_on_host(client: Any, task: CaseTask) -> str | None:
-    """Load the team's image into this host's engine unless there; the error, if any."""
+def _image_on_host(client: Any, image_ids: frozenset[str], source: str | None) -> str | None:
+    """Load the team's image from the tarball at ``source`` into this host's engine unless
+    there; the error, if any (``source`` ``None``: none here to load from)."""
     from flare_eval.runner.docker_backend import load_image
 
-    if any(_has(client, image_id) for image_id in task.image_ids):
+    if any(_has(client, image_id) for image_id in image_ids):
         return None
-    key = hashlib.sha256("\0".join(sorted(task.image_ids)).encode()).hexdigest()[:24]
     # One load per host: the slot workers of a host share its engine.
-    with (_host_folder() / f"image-{key}.lock").open("a") as lock:
+    with (_host_folder() / f"image-{_image_key(image_ids)}.lock").open("a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        if any(_has(client, image_id) for image_id in task.image_ids):
+        if any(_has(client, image_id) for image_id in image_ids):
             return None
+        if source is None:
+            return (f"image {' or '.join(sorted(image_ids))} is not on the engine of host "
+                    f"{socket.gethostname()} and its tarball is not here: the organizer ships "
+                    "it to the hosts in the cluster when the team's cases start; run again")
         try:
-            loaded = client.images.get(load_image(client, task.tarball)).id
+            loaded = client.images.get(load_image(client, source)).id
         except RunnerError as err:
             return f"on host {socket.gethostname()}: {err.message}"
-    if loaded not in task.image_ids:
-        return (f"on host {socket.gethostname()}, {task.tarball} loads as image {loaded}, but "
-                f"the organizer's copy is image {' or '.join(sorted(task.image_ids))}: the "
+    if loaded not in image_ids:
+        return (f"on host {socket.gethostname()}, {source} loads as image {loaded}, but "
+                f"the organizer's copy is image {' or '.join(sorted(image_ids))}: the "
                 "copies differ")
     return None
+
+
+def _image_key(image_ids: frozenset[str]) -> str:
+    return hashlib.sha256("\0".join(sorted(image_ids)).encode()).hexdigest()[:24]
+
+
+#: Bytes of a tarball sent to a host per task: the organizer holds one chunk at a time.
+UPLOAD_CHUNK_BYTES = 64 << 20
+
+
+def _engine_has(image_ids: frozenset[str]) -> bool:
+    """On a worker: whether its engine holds the image."""
+    from flare_eval.runner.docker_backend import connect
+
+    client = connect()
+    return any(_has(client, image_id) for image_id in image_ids)
+
+
+def _upload_path(image_ids: frozenset[str]) -> Path:
+    return _host_folder() / f"upload-{_image_key(image_ids)}.tar"
+
+
+def _write_chunk(image_ids: frozenset[str], offset: int, data: bytes) -> None:
+    """On a worker: write ``data`` at ``offset`` of the host's copy of the tarball (a chunk
+    sent again lands where it did)."""
+    fd = os.open(_upload_path(image_ids), os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        os.pwrite(fd, data, offset)
+    finally:
+        os.close(fd)
+
+
+def _load_upload(image_ids: frozenset[str], size: int) -> str | None:
+    """On a worker: load the host's copy of the tarball (``size`` bytes), then remove it;
+    the error, if any (the image ID is checked as for a tarball read by path)."""
+    from flare_eval.runner.docker_backend import connect
+
+    path = _upload_path(image_ids)
+    try:
+        if path.stat().st_size != size:
+            return (f"on host {socket.gethostname()}, the tarball arrived with "
+                    f"{path.stat().st_size} of its {size} bytes")
+        return _image_on_host(connect(), image_ids, str(path))
+    finally:
+        path.unlink(missing_ok=True)
+
+
+def _ship_images(client: Any, images: Sequence[tuple[Path, frozenset[str]]]) -> None:
+    """Send each tarball to every host of the cluster whose engine lacks its image, in
+    chunks (:data:`UPLOAD_CHUNK_BYTES`), and load it there: before any case runs, so that no
+    load disturbs a neighbour slot's timing. A host is asked through one of its workers."""
+    hosts: dict[str, str] = {}
+    for address, info in sorted(client.scheduler_info(n_workers=-1)["workers"].items()):
+        hosts.setdefault(str(info.get("host", address)), address)
+    for tarball, image_ids in images:
+        for address in hosts.values():
+            on = {"workers": [address], "allow_other_workers": False, "pure": False}
+            # A failed load, or a worker lost meanwhile, shows in the cases' records of that
+            # host (status error, the reason), which a rerun runs again.
+            with contextlib.suppress(Exception):
+                if client.submit(_engine_has, image_ids, **on).result():
+                    continue
+                size = tarball.stat().st_size
+                with tarball.open("rb") as stream:
+                    for offset in range(0, size, UPLOAD_CHUNK_BYTES):
+                        client.submit(_write_chunk, image_ids, offset,
+                                      stream.read(UPLOAD_CHUNK_BYTES), **on).result()
+                client.submit(_load_upload, image_ids, size, **on).result()
 
 
 def _has(client: Any, image_id: str) -> bool:
@@ -261,7 +362,8 @@ def run_case_task(task: CaseTask) -> CaseResult:
 
     slot = worker_slot(str(get_worker().name))
     client = connect()
-    refusal = _image_on_host(client, task)
+    refusal = _image_on_host(client, task.image_ids,
+                             task.tarball if Path(task.tarball).is_file() else None)
     backend: Backend = (_Refused(refusal) if refusal is not None else
                         DockerBackend(client, _local_id(client, task.image_ids), task.options))
     key = hashlib.sha256(f"{task.run_key}\0{task.team}\0{task.case}".encode()).hexdigest()[:24]
@@ -278,8 +380,11 @@ def _run_staged(task: CaseTask, backend: Backend, slot: Slot, stage: Path) -> Ca
     from flare_eval.runner.pool import run_on_slots
     from flare_eval.runner.run import TeamRun
 
+    inputs = stage / ".inputs"
+    inputs.mkdir(parents=True, exist_ok=True)
+    (inputs / Path(task.image_name).name).write_bytes(task.image)
     try:
-        with TeamRun(backend, Path(task.images_dir), stage, team=task.team,
+        with TeamRun(backend, inputs, stage, team=task.team,
                      timeout_s=task.timeout_s, gpu_index=None, slots=[],
                      gpu_tolerance_mib=task.gpu_tolerance_mib, period_s=task.period_s,
                      log_cap_bytes=task.log_cap_bytes, limits=task.limits,
@@ -366,6 +471,7 @@ def run_teams_on_cluster(
     limits: OutputLimits,
     advance: Callable[[int, str], None],
     skip: Callable[[str], bool],
+    retry_failed: bool = False,
 ) -> dict[str, dict[str, Any]]:
     """Run every team's unfinished cases on the cluster at ``address``; ``status.json`` entries.
 
@@ -376,7 +482,7 @@ def run_teams_on_cluster(
     teams
         ``(team, tarball)`` pairs, in order.
     images_dir
-        The test images (seen by every worker at this path).
+        The test images: each case's is sent with its task (no worker reads this folder).
     results
         The organizer's results folder: ``results/<team>/`` as a local run writes it.
     options, timeout_s, gpu_tolerance_mib, limits
@@ -387,6 +493,8 @@ def run_teams_on_cluster(
         ``advance(n, text)`` as cases arrive.
     skip
         ``skip(team)``: the team already ran every case (its tarball is not read again).
+    retry_failed
+        Run again the cases recorded with any status but ``ok`` (``error`` always runs again).
 
     Raises
     ------
@@ -398,8 +506,6 @@ def run_teams_on_cluster(
         A case failed on the cluster (a worker raised, or dask gave up after workers died
         under it): the cases that arrived are kept, the same call resumes.
     """
-    import contextlib
-
     from distributed import Client, as_completed
 
     from flare_eval.runner import OFFICIAL_PERIOD_S
@@ -415,6 +521,7 @@ def run_teams_on_cluster(
         except OSError as err:
             raise ConfigError(f"--scheduler {address}: no dask scheduler answers ({err})") from None
         runs: dict[str, TeamRun] = {}
+        shipping: list[tuple[Path, frozenset[str]]] = []
         queues: list[list[Job]] = []
         tasks: dict[str, CaseTask] = {}
         for team, tarball in teams:
@@ -434,26 +541,41 @@ def run_teams_on_cluster(
                 cast(Backend, _Cluster(image_ids, options)), images_dir, results, team=team,
                 timeout_s=timeout_s, gpu_index=None, slots=[], gpu_tolerance_mib=gpu_tolerance_mib,
                 period_s=OFFICIAL_PERIOD_S, log_cap_bytes=1 << 20, limits=limits,
-                retry_failed=False))
+                retry_failed=retry_failed))
             advance(len(run.cases) - len(run.todo), f"{team}: resumed")
             runs[team] = run
-            for case, _ in run.todo:
+            if run.todo:
+                shipping.append((tarball, image_ids))
+            for case, image in run.todo:
+                # the image's bytes are read as the task is sent (see below), not all at once
                 tasks[f"{team}: {case}"] = CaseTask(
-                    run_key, team, case, str(tarball), image_ids, str(images_dir), options, timeout_s,
-                    gpu_tolerance_mib, OFFICIAL_PERIOD_S, 1 << 20, limits)
+                    run_key, team, case, str(tarball), image_ids, str(image), b"", options,
+                    timeout_s, gpu_tolerance_mib, OFFICIAL_PERIOD_S, 1 << 20, limits)
             # the queue's order is the local runner's (schedule), run by whichever slot is free
             queues.append([Job(team, label, run_case_task) for label in tasks
                            if tasks[label].team == team])  # type: ignore[arg-type]
-        order = [tasks[job.label] for job in schedule(queues, interleave=interleave)]
+        order = deque(tasks[job.label] for job in schedule(queues, interleave=interleave))
         placed = _alike_slots(client, runs)
-        # Dask runs tasks of equal priority in submission order: higher first.
-        futures = [client.submit(run_case_task, task, resources={SLOT_RESOURCE: 1},
-                                 workers=placed[task.team],
-                                 key=f"flare-eval-{task.team}-{task.case}-{uuid.uuid4().hex[:8]}",
-                                 priority=len(order) - k, pure=False)
-                   for k, task in enumerate(order)]
+        _ship_images(client, shipping)
+
+        def send() -> Any:
+            task = order.popleft()
+            image = Path(task.image_name)
+            # Dask runs tasks of equal priority in submission order: higher first.
+            return client.submit(
+                run_case_task, dataclasses.replace(task, image_name=image.name,
+                                                   image=image.read_bytes()),
+                resources={SLOT_RESOURCE: 1}, workers=placed[task.team], priority=len(order),
+                pure=False, key=f"flare-eval-{task.team}-{task.case}-{uuid.uuid4().hex[:8]}")
+
+        # The organizer and the scheduler hold the input images of the cases sent and not
+        # yet done: a few per worker, so a free slot always has its next case at hand.
+        window = max(4, 2 * len(client.scheduler_info(n_workers=-1)["workers"]))
+        arriving = as_completed([send() for _ in range(min(window, len(order)))])
         failure: str | None = None
-        for future in as_completed(futures):
+        for future in arriving:
+            if order:
+                arriving.add(send())
             try:
                 result = future.result()
             except Exception as err:  # noqa: BLE001 - reported once the others are in
@@ -471,3 +593,43 @@ def run_teams_on_cluster(
             errors = sum(r["status"] == "error" for r in run.finish())
             entries[team].update(run="incomplete" if errors else "done", engine_errors=errors)
     return entries
+
+
+def run_submission_on_cluster(
+    address: str,
+    tarball: Path,
+    inputs_dir: Path,
+    out_dir: Path,
+    *,
+    team: str,
+    options: DockerOptions,
+    timeout_s: float | None,
+    gpu_tolerance_mib: float,
+    retry_failed: bool = False,
+    progress: bool | Callable[[int, str], None] = True,
+) -> list[dict[str, Any]]:
+    """One team's cases on the cluster at ``address`` (``flare-eval run --scheduler``): as
+    :func:`~flare_eval.runner.run.run_submission` writes ``out_dir/<team>/``, through
+    :func:`run_teams_on_cluster`; returns the ``runs.csv`` rows in case order.
+
+    Raises
+    ------
+    ConfigError
+        No scheduler answers at ``address``.
+    RunnerError
+        The tarball is no ``docker save`` tarball of one image, or a case failed on the
+        cluster (the arrived cases are kept; the same call resumes).
+    """
+    from flare_eval.runner.intake import OutputLimits
+    from flare_eval.runner.run import case_progress, find_cases, recorded_rows
+
+    with case_progress(progress, len(find_cases(inputs_dir))) as advance:
+        entry = run_teams_on_cluster(
+            address, [(team, Path(tarball))], Path(inputs_dir), Path(out_dir), options=options,
+            interleave=False, timeout_s=timeout_s, gpu_tolerance_mib=gpu_tolerance_mib,
+            limits=OutputLimits(), advance=advance, skip=lambda team: False,
+            retry_failed=retry_failed)[team]
+    if entry["run"] == "load_failed":
+        raise RunnerError(entry["load_error"],
+                          hint="pass a tarball made by 'docker save IMAGE -o team.tar.gz'")
+    return recorded_rows(Path(out_dir) / team)

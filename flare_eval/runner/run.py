@@ -74,8 +74,9 @@ from flare_eval.runner.pool import Job, run_on_slots
 from flare_eval.runner.sampler import ResourceSampler
 from flare_eval.runner.slots import Slot, default_slot
 
-__all__ = ["RUN_STATUSES", "RUNS_COLUMNS", "INPUT_SUFFIX", "TeamRun", "find_cases",
-           "check_prediction", "resolve_slots", "run_submission", "write_tables"]
+__all__ = ["RUN_STATUSES", "RUNS_COLUMNS", "INPUT_SUFFIX", "TeamRun", "case_progress",
+           "find_cases", "check_prediction", "recorded_rows", "resolve_slots", "run_submission",
+           "write_tables"]
 
 RUN_STATUSES: tuple[str, ...] = ("ok", "timeout", "crash", "oom", "no_output", "bad_output", "error")
 RUNS_COLUMNS: tuple[str, ...] = (
@@ -220,6 +221,13 @@ def _load_records(efficiency_dir: Path) -> dict[str, dict[str, Any]]:
     return records
 
 
+def recorded_rows(team_dir: Path) -> list[dict[str, Any]]:
+    """The ``runs.csv`` rows of every case recorded in ``team_dir`` (its efficiency JSONs), in
+    case order."""
+    return [document["record"] for _, document in
+            sorted(_load_records(Path(team_dir) / "efficiency").items())]
+
+
 def write_tables(team_dir: Path, team: str, records: dict[str, dict[str, Any]]) -> None:
     """Write ``runs.csv`` and ``<team>_Efficiency.csv`` of ``team_dir`` from the case records
     (each case's efficiency JSON), in case order; also used by the fleet's organizer."""
@@ -332,7 +340,7 @@ def run_submission(
                  gpu_index=gpu_index, slots=slots, gpu_tolerance_mib=gpu_tolerance_mib,
                  period_s=period_s, log_cap_bytes=log_cap_bytes, limits=limits,
                  retry_failed=retry_failed) as run:
-        with _progress(progress, len(run.cases)) as advance:
+        with case_progress(progress, len(run.cases)) as advance:
             advance(len(run.cases) - len(run.todo), "resumed")
             run_on_slots(run.jobs(), slots, period_s=period_s, per_process_gpu=per_process_gpu,
                          nvml=nvml, advance=advance)
@@ -528,8 +536,8 @@ def _where(slot: Slot) -> dict[str, Any]:
 
 
 @contextlib.contextmanager
-def _progress(enabled: bool | Callable[[int, str], None], total: int
-              ) -> Iterator[Callable[[int, str], None]]:
+def case_progress(enabled: bool | Callable[[int, str], None], total: int
+                  ) -> Iterator[Callable[[int, str], None]]:
     """A rich progress bar over the cases (or nothing, or the caller's); yields ``advance(n, text)``."""
     if callable(enabled):
         yield enabled

@@ -16,8 +16,10 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from collections import Counter
 from pathlib import Path
@@ -28,7 +30,7 @@ import pytest
 from flare_eval.cli.main import main
 from flare_eval.runner.docker_backend import CONTAINER_LABEL
 from flare_eval.runner.fleet import tarball_image_ids
-from tests.conftest import require_module, slot_worker
+from tests.conftest import require_module, skip_or_fail, slot_worker
 from tests.organizer.conftest import Team, build_challenge, remove_tags
 
 require_module("psutil")
@@ -150,10 +152,10 @@ def test_a_tarball_that_loads_as_another_image_is_refused(challenge, tmp_path, m
 
     monkeypatch.delenv("FLARE_EVAL_SLOT", raising=False)
     claimed = "sha256:" + "0" * 64
+    image = challenge.images / f"{challenge.cases[0]}_0000.nii.gz"
     task = CaseTask(str(tmp_path), "alpha", challenge.cases[0],
-                    str(challenge.submissions / "alpha.tar"), frozenset({claimed}),
-                    str(challenge.images), DockerOptions(), 30.0, 0.0, 0.1, 1 << 20,
-                    OutputLimits())
+                    str(challenge.submissions / "alpha.tar"), frozenset({claimed}), image.name,
+                    image.read_bytes(), DockerOptions(), 30.0, 0.0, 0.1, 1 << 20, OutputLimits())
     with distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=False,
                                   resources={"SLOT": 1}, dashboard_address=":0") as cluster, \
             distributed.Client(cluster) as client:
@@ -194,9 +196,9 @@ def _organizer(challenge, out: Path, address: str) -> subprocess.Popen:
 
 
 def _records(out: Path) -> dict[tuple[str, str], bytes]:
-    """``(team, case)``: the bytes of each case's record (efficiency JSON) in ``out``."""
+    """``(team, case)``: the bytes of each case's record (efficiency JSON) under ``out``."""
     return {(path.parent.parent.name, path.name[: -len("_0000.json")]): path.read_bytes()
-            for path in (out / "results").glob("*/efficiency/*_0000.json")}
+            for path in out.glob("**/efficiency/*_0000.json")}
 
 
 def _wait_for_records(out: Path, organizer: subprocess.Popen, n: int) -> None:
@@ -326,9 +328,10 @@ def test_two_tries_of_a_case_on_one_host_run_one_after_the_other(challenge, tmp_
 
     monkeypatch.delenv("FLARE_EVAL_SLOT", raising=False)
     tarball = challenge.submissions / "alpha.tar"
+    image = challenge.images / f"{challenge.cases[0]}_0000.nii.gz"
     task = CaseTask(str(tmp_path), "alpha", challenge.cases[0], str(tarball),
-                    tarball_image_ids(tarball), str(challenge.images), DockerOptions(), 30.0,
-                    0.0, 0.1, 1 << 20, OutputLimits())
+                    tarball_image_ids(tarball), image.name, image.read_bytes(), DockerOptions(),
+                    30.0, 0.0, 0.1, 1 << 20, OutputLimits())
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=False,
                                   resources={"SLOT": 1}, dashboard_address=":0") as cluster, \
             distributed.Client(cluster) as client:
@@ -340,3 +343,93 @@ def test_two_tries_of_a_case_on_one_host_run_one_after_the_other(challenge, tmp_
     (a0, a1), (b0, b1) = sorted((pd.Timestamp(r["started_at"]), pd.Timestamp(r["finished_at"]))
                                 for r in records)
     assert a1 <= b0  # one after the other
+
+
+def test_run_with_a_scheduler_gives_evaluate_s_results_and_resumes(challenge, sequential,
+                                                                    tmp_path, monkeypatch, capsys):
+    """``flare-eval run --scheduler``: one team's cases on the cluster, the same predictions,
+    logs and statuses as the sequential evaluation's; the same command again runs nothing
+    (every record kept byte for byte); local-only options are refused in one line."""
+    monkeypatch.delenv("FLARE_EVAL_SLOT", raising=False)
+    out = tmp_path / "out"
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=False,
+                                  resources={"SLOT": 1}, dashboard_address=":0") as cluster:
+        args = ["run", "--image", str(challenge.submissions / "bravo.tar"), "--inputs",
+                str(challenge.images), "--out", str(out), "--timeout", "30", "--no-progress",
+                "--scheduler", cluster.scheduler_address]
+        assert main(args) == 4  # bravo crashes on its last case
+        assert f"  {challenge.cases[2]}: crash: predict.sh exited with 3" in capsys.readouterr().err
+        before = _records(tmp_path)
+        assert main(args) == 4
+        assert _records(tmp_path) == before  # resumed: nothing ran again
+        for extra in (["--slots", "2"], ["--per-process-gpu"]):
+            assert main([*args, *extra]) == 2
+            assert f"--scheduler and {extra[0]}: on a cluster" in capsys.readouterr().err
+        named = [*args[:2], "busybox:latest", *args[3:]]
+        assert main(named) == 2
+        assert "--image must be a docker save tarball" in capsys.readouterr().err
+    team, oracle = out / "bravo", sequential / "results" / "bravo"
+    for name in ("predictions", "logs"):
+        assert ({p.name: p.read_bytes() for p in (oracle / name).iterdir()} ==
+                {p.name: p.read_bytes() for p in (team / name).iterdir()}), name
+    runs, expected = (pd.read_csv(t / "runs.csv", dtype=str) for t in (team, oracle))
+    assert list(runs["case"]) == challenge.cases
+    assert list(runs["status"]) == list(expected["status"]) == ["ok", "ok", "crash"]
+
+
+def _hidden_worker(address: str, name: str, slot: str, hidden: Path,
+                   no_mount: Path) -> subprocess.Popen:
+    """A slot worker in a mount namespace of its own, where ``hidden`` is an empty tmpfs.
+
+    A tmpfs the worker mounted in its namespace would be invisible to dockerd, so the output
+    tmpfs of each case is left out (``no_mount`` holds a ``mount`` that fails, first on its
+    PATH): the runner holds the output space as it does without root.
+    """
+    env = {**os.environ, "FLARE_EVAL_SLOT": slot}
+    return subprocess.Popen(
+        ["unshare", "--mount", "--propagation", "private", "sh", "-c",
+         'mount -t tmpfs none "$1" && PATH="$2:$PATH" && shift 2 && exec "$@"', "sh",
+         str(hidden), str(no_mount), sys.executable, "-m", "dask", "worker", address, "--name",
+         name, "--nthreads", "1", "--no-nanny", "--resources", "SLOT=1", "--no-dashboard"],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def test_workers_that_see_none_of_the_organizer_s_files(challenge, sequential, tmp_path,
+                                                        tmp_path_factory, docker_client):
+    """Workers whose view of the file system hides every folder of the test session (the
+    tarballs, the test images, --out) and whose engine lacks the teams' images: the
+    organizer ships the tarballs and each case's image, and the results are the sequential
+    run's."""
+    import docker.errors
+
+    probe = subprocess.run(["unshare", "--mount", "true"], capture_output=True)
+    if probe.returncode != 0:
+        skip_or_fail(f"no mount namespace for a worker here ({probe.stderr.decode().strip()})")
+    for team in ("alpha", "bravo"):  # loaded by the sequential run
+        for image_id in tarball_image_ids(challenge.submissions / f"{team}.tar"):
+            try:
+                docker_client.images.remove(image_id, force=True)
+            except docker.errors.ImageNotFound:
+                pass
+    hidden = tmp_path_factory.getbasetemp()
+    out = tmp_path / "fleet"
+    cluster = distributed.LocalCluster(n_workers=0, processes=False, protocol="tcp://",
+                                       host="127.0.0.1", dashboard_address=":0")
+    no_mount = Path(tempfile.mkdtemp(prefix="flare-eval-no-mount-"))  # outside ``hidden``
+    (no_mount / "mount").write_text("#!/bin/sh\nexit 1\n")
+    (no_mount / "mount").chmod(0o755)
+    workers = [_hidden_worker(cluster.scheduler_address, f"w{k}", f"cpu:{k}", hidden, no_mount)
+               for k in range(2)]
+    try:
+        with distributed.Client(cluster) as client:
+            client.wait_for_workers(2, timeout=60)
+            sees = client.run(lambda: (challenge.images.exists(), challenge.submissions.exists()))
+            assert list(sees.values()) == [(False, False)] * 2  # the workers' view is blind
+        assert main([*_args(challenge, out), "--scheduler", cluster.scheduler_address]) == 4
+    finally:
+        for process in workers:
+            process.kill()
+            process.wait(timeout=30)
+        cluster.close()
+        shutil.rmtree(no_mount)
+    _assert_as_sequential(sequential, out, challenge.cases)
