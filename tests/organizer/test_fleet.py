@@ -239,8 +239,8 @@ def test_a_killed_organizer_or_scheduler_resumes_without_rerunning_a_finished_ca
     processes: list[subprocess.Popen] = []
     try:
         scheduler, address = _scheduler(tmp_path / "s1")
-        processes += [scheduler, slot_worker(address, "w0", "cpu:0"),
-                      slot_worker(address, "w1", "cpu:1")]
+        processes.append(scheduler)  # killed below whatever fails next
+        processes += [slot_worker(address, "w0", "cpu:0"), slot_worker(address, "w1", "cpu:1")]
         _wait_for_workers(address, 2)
         organizer = _organizer(challenge, out, address)
         processes.append(organizer)
@@ -251,9 +251,9 @@ def test_a_killed_organizer_or_scheduler_resumes_without_rerunning_a_finished_ca
             # the organizer sees its scheduler gone and stops, with the arrived cases kept
             assert organizer.wait(timeout=120) == 3, organizer.stderr.read().decode()
             scheduler, address = _scheduler(tmp_path / "s2")
+            processes.append(scheduler)
             # the same slots again (a team resumes on the slots its cases ran on)
-            processes += [scheduler, slot_worker(address, "w0", "cpu:0"),
-                          slot_worker(address, "w1", "cpu:1")]
+            processes += [slot_worker(address, "w0", "cpu:0"), slot_worker(address, "w1", "cpu:1")]
             _wait_for_workers(address, 2)
         organizer.wait(timeout=60)
         before = _records(out)
