@@ -94,7 +94,7 @@ def tarball_image_ids(tarball: Path) -> frozenset[str]:
             manifest = json.load(_member(archive, "manifest.json"))
             if not isinstance(manifest, list) or len(manifest) != 1:
                 raise RunnerError(
-                    f"--submissions {tarball}: expected a tarball of exactly one image, its "
+                    f"{tarball}: expected a docker save tarball of exactly one image, its "
                     f"manifest.json lists {len(manifest) if isinstance(manifest, list) else 0}",
                     hint="save one image per team: docker save team:latest -o team.tar.gz")
             ids = {_digest(_member(archive, manifest[0]["Config"]))}
@@ -105,7 +105,7 @@ def tarball_image_ids(tarball: Path) -> frozenset[str]:
                     ids.add(entry["digest"])
     except (tarfile.TarError, OSError, KeyError, TypeError, ValueError) as err:
         raise RunnerError(
-            f"--submissions {tarball}: not a docker save tarball ({type(err).__name__}: {err})",
+            f"{tarball}: not a docker save tarball ({type(err).__name__}: {err})",
             hint="pass a tarball made by 'docker save IMAGE -o team.tar.gz'") from None
     return frozenset(ids)
 

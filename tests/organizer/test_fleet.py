@@ -14,11 +14,13 @@ case recorded exactly once; what ran again is what the docker engine's own event
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import shutil
 import subprocess
 import sys
+import tarfile
 import tempfile
 import time
 from collections import Counter
@@ -28,6 +30,7 @@ import pandas as pd
 import pytest
 
 from flare_eval.cli.main import main
+from flare_eval.errors import RunnerError
 from flare_eval.runner.docker_backend import CONTAINER_LABEL
 from flare_eval.runner.fleet import tarball_image_ids
 from tests.conftest import require_module, skip_or_fail, slot_worker
@@ -95,6 +98,26 @@ def test_tarball_image_id_is_the_engine_s(challenge, docker_client):
     with tarball.open("rb") as stream:
         (loaded,) = docker_client.images.load(stream)
     assert loaded.id in tarball_image_ids(tarball)
+
+
+def test_a_file_that_is_no_one_image_tarball_is_refused_by_its_path(tmp_path):
+    # run --scheduler (--image) and evaluate (--submissions) both read tarballs: the message
+    # names the file, not one of the two options
+    bogus = tmp_path / "team.tar"
+    bogus.write_bytes(b"not a tarball\n" * 64)
+    with pytest.raises(RunnerError) as refused:
+        tarball_image_ids(bogus)
+    assert refused.value.message.startswith(f"{bogus}: not a docker save tarball (")
+    two = tmp_path / "two.tar"
+    with tarfile.open(two, "w") as archive:
+        manifest = json.dumps([{"Config": "a.json"}, {"Config": "b.json"}]).encode()
+        member = tarfile.TarInfo("manifest.json")
+        member.size = len(manifest)
+        archive.addfile(member, io.BytesIO(manifest))
+    with pytest.raises(RunnerError) as refused:
+        tarball_image_ids(two)
+    assert refused.value.message == (f"{two}: expected a docker save tarball of exactly one "
+                                     "image, its manifest.json lists 2")
 
 
 def test_killed_worker_leaves_the_sequential_leaderboard(challenge, sequential, tmp_path,
