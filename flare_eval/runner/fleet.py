@@ -76,6 +76,10 @@ __all__ = ["SLOT_RESOURCE", "SLOT_ENV", "CaseTask", "CaseResult", "tarball_image
 SLOT_RESOURCE = "SLOT"
 #: Environment variable of a worker naming its slot (one ``--slots`` item).
 SLOT_ENV = "FLARE_EVAL_SLOT"
+#: Seconds without a result after which the organizer checks that every team with cases in
+#: flight still has a slot worker to run them: dask would hold a case whose workers all left
+#: forever (a worker that comes back has another address).
+STRANDED_CHECK_S = 15.0
 
 
 def tarball_image_ids(tarball: Path) -> frozenset[str]:
@@ -458,6 +462,32 @@ def _alike_slots(client: Any, runs: dict[str, Any]) -> dict[str, list[str]]:
     return {team: [worker.address for worker in workers] for team, workers in placed.items()}
 
 
+def _check_not_stranded(client: Any, teams: set[str], placed: dict[str, list[str]]) -> None:
+    """Refuse to wait for cases none of whose slot workers is in the cluster any more.
+
+    Raises
+    ------
+    RunnerError
+        Every worker a team's cases may run on has left (died, or came back under another
+        address), or the scheduler is gone: the cases that arrived are kept; the same
+        command, once those workers (or the scheduler) are started again, resumes.
+    """
+    try:
+        alive = set(client.scheduler_info(n_workers=-1)["workers"])
+    except OSError as err:  # the scheduler died under the run
+        raise RunnerError(f"the dask scheduler does not answer any more ({err}); the cases "
+                          "that arrived are kept",
+                          hint="start it again and run the same command again to resume") from None
+    for team in sorted(teams):
+        if not alive & set(placed[team]):
+            raise RunnerError(
+                f"team {team}: none of the slot workers its cases run on "
+                f"({', '.join(sorted(placed[team]))}) is in the cluster any more, and its "
+                "cases would wait for them forever; the cases that arrived are kept",
+                hint="start those workers again under the same --name (the team's hardware) "
+                     "and run the same command again to resume")
+
+
 def run_teams_on_cluster(
     address: str,
     teams: Sequence[tuple[str, Path]],
@@ -506,7 +536,8 @@ def run_teams_on_cluster(
         A case failed on the cluster (a worker raised, or dask gave up after workers died
         under it): the cases that arrived are kept, the same call resumes.
     """
-    from distributed import Client, as_completed
+    from distributed import Client, wait
+    from distributed.client import FuturesCancelledError
 
     from flare_eval.runner import OFFICIAL_PERIOD_S
     from flare_eval.runner.pool import Job, schedule
@@ -558,34 +589,50 @@ def run_teams_on_cluster(
         placed = _alike_slots(client, runs)
         _ship_images(client, shipping)
 
+        team_of: dict[str, str] = {}  # a case's task key: its team
+
         def send() -> Any:
             task = order.popleft()
             image = Path(task.image_name)
             # Dask runs tasks of equal priority in submission order: higher first.
-            return client.submit(
+            future = client.submit(
                 run_case_task, dataclasses.replace(task, image_name=image.name,
                                                    image=image.read_bytes()),
                 resources={SLOT_RESOURCE: 1}, workers=placed[task.team], priority=len(order),
                 pure=False, key=f"flare-eval-{task.team}-{task.case}-{uuid.uuid4().hex[:8]}")
+            team_of[future.key] = task.team
+            return future
 
         # The organizer and the scheduler hold the input images of the cases sent and not
         # yet done: a few per worker, so a free slot always has its next case at hand.
         window = max(4, 2 * len(client.scheduler_info(n_workers=-1)["workers"]))
-        arriving = as_completed([send() for _ in range(min(window, len(order)))])
+        pending = {send() for _ in range(min(window, len(order)))}
         failure: str | None = None
-        for future in arriving:
-            if order:
-                arriving.add(send())
+        while pending:
             try:
-                result = future.result()
-            except Exception as err:  # noqa: BLE001 - reported once the others are in
-                failure = failure or f"{future.key}: {type(err).__name__}: {err}"
+                done, pending = wait(pending, timeout=STRANDED_CHECK_S,
+                                     return_when="FIRST_COMPLETED")
+            except TimeoutError:
+                _check_not_stranded(client, {team_of[f.key] for f in pending}, placed)
                 continue
-            run = runs[result.team]
-            _store(run.team_dir, result)
-            run.records[result.case] = result.document
-            write_tables(run.team_dir, run.team, run.records)
-            advance(1, f"{result.team}: {result.case}: {result.document['record']['status']}")
+            except FuturesCancelledError as err:  # the scheduler's connection lost
+                raise RunnerError(f"the cases in flight were lost on the cluster ({err}); the "
+                                  "cases that arrived are kept",
+                                  hint="run the same command again to resume") from None
+            for future in done:
+                if order:
+                    pending.add(send())
+                try:
+                    result = future.result()
+                except Exception as err:  # noqa: BLE001 - reported once the others are in
+                    failure = failure or f"{future.key}: {type(err).__name__}: {err}"
+                    continue
+                run = runs[result.team]
+                _store(run.team_dir, result)
+                run.records[result.case] = result.document
+                write_tables(run.team_dir, run.team, run.records)
+                advance(1, f"{result.team}: {result.case}: "
+                           f"{result.document['record']['status']}")
         if failure is not None:
             raise RunnerError(f"a case failed on the cluster ({failure}); the cases that "
                               "arrived are kept", hint="run the same command again to resume")

@@ -17,6 +17,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -32,7 +33,7 @@ import pytest
 from flare_eval.cli.main import main
 from flare_eval.errors import RunnerError
 from flare_eval.runner.docker_backend import CONTAINER_LABEL
-from flare_eval.runner.fleet import tarball_image_ids
+from flare_eval.runner.fleet import STRANDED_CHECK_S, tarball_image_ids
 from tests.conftest import require_module, skip_or_fail, slot_worker
 from tests.organizer.conftest import Team, build_challenge, remove_tags
 
@@ -297,6 +298,46 @@ def test_a_killed_organizer_or_scheduler_resumes_without_rerunning_a_finished_ca
     starts = _starts(docker_client, challenge, killed_at, finished_at)
     assert not set(starts) & set(before), starts  # and none of them ran again
     assert set(starts) | set(before) == set(after)
+    _assert_as_sequential(sequential, out, challenge.cases)
+
+
+def test_a_team_whose_slot_workers_all_left_stops_loudly_and_resumes(
+        challenge, sequential, tmp_path):
+    """The only slot worker dies under a case: dask would hold the teams' cases for its
+    address forever (a worker started again has another). The organizer stops within a
+    check or two, naming the team and the worker's address, with nothing final; the worker
+    started again under its name, the same command ends as the sequential run."""
+    out = tmp_path / "fleet"
+    processes: list[subprocess.Popen] = []
+    try:
+        scheduler, address = _scheduler(tmp_path / "s")
+        processes.append(scheduler)
+        worker = slot_worker(address, "w0", "cpu:0")
+        processes.append(worker)
+        _wait_for_workers(address, 1)
+        organizer = _organizer(challenge, out, address)
+        processes.append(organizer)
+        _wait_for_records(out, organizer, 1)
+        worker.kill()
+        killed = time.monotonic()
+        assert organizer.wait(timeout=4 * STRANDED_CHECK_S + 60) == 3
+        waited = time.monotonic() - killed
+        message = organizer.stderr.read().decode()
+        assert re.search(r"team (alpha|bravo): none of the slot workers its cases run on "
+                         r"\(tcp://127\.0\.0\.1:\d+\) is in the cluster any more", message), message
+        assert waited < 2 * STRANDED_CHECK_S + 30  # a case takes 1 s: not an endless wait
+        _not_final(out)
+        processes.append(slot_worker(address, "w0", "cpu:0"))
+        _wait_for_workers(address, 1)
+        again = _organizer(challenge, out, address)
+        processes.append(again)
+        assert again.wait(timeout=180) == 4, again.stderr.read().decode()
+    finally:
+        for process in processes:
+            process.kill()
+            process.wait(timeout=30)
+            if process.stderr is not None:
+                process.stderr.close()
     _assert_as_sequential(sequential, out, challenge.cases)
 
 
