@@ -246,6 +246,15 @@ def _starts(docker_client, challenge, since: float, until: float) -> Counter:
                    if e["timeNano"] > since * 1e9 and e["Actor"]["Attributes"]["image"] in teams)
 
 
+def _stop(processes: list[subprocess.Popen]) -> None:
+    """Kill the test's schedulers, workers and organizers, whatever failed."""
+    for process in processes:
+        process.kill()
+        process.wait(timeout=30)
+        if process.stderr is not None:
+            process.stderr.close()
+
+
 def _not_final(out: Path) -> None:
     """What a killed evaluation leaves says it is not finished, and no table claims to be."""
     assert json.loads((out / "status.json").read_text())["complete"] is False
@@ -288,11 +297,7 @@ def test_a_killed_organizer_or_scheduler_resumes_without_rerunning_a_finished_ca
         assert again.wait(timeout=180) == 4, again.stderr.read().decode()
         finished_at = time.time()
     finally:
-        for process in processes:
-            process.kill()
-            process.wait(timeout=30)
-            if process.stderr is not None:
-                process.stderr.close()
+        _stop(processes)
     after = _records(out)
     assert {key: after[key] for key in before} == before  # the finished cases kept their record
     starts = _starts(docker_client, challenge, killed_at, finished_at)
@@ -333,11 +338,7 @@ def test_a_team_whose_slot_workers_all_left_stops_loudly_and_resumes(
         processes.append(again)
         assert again.wait(timeout=180) == 4, again.stderr.read().decode()
     finally:
-        for process in processes:
-            process.kill()
-            process.wait(timeout=30)
-            if process.stderr is not None:
-                process.stderr.close()
+        _stop(processes)
     _assert_as_sequential(sequential, out, challenge.cases)
 
 
